@@ -1,0 +1,54 @@
+"""The Python API, mirroring the command line: ``load``, ``score``, ``select``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .data import Dataset, load as _load, write
+from .registry import METHODS, SCORERS
+from .scores.base import Context, ScoreTable
+from .select.base import Selection
+from .select.manifest import build_manifest, write_manifest
+
+
+def load(source: Any, **kwargs: Any) -> Dataset:
+    """Read a source (file, folder, ``bundled:NAME``, hub id) into a :class:`Dataset`."""
+    return _load(source, **kwargs)
+
+
+def _context(ctx: Context | None, kwargs: dict[str, Any]) -> Context:
+    if ctx is not None:
+        if kwargs:
+            raise TypeError("pass either ctx= or context options, not both")
+        return ctx
+    return Context(**kwargs)
+
+
+def score(source: Any, scorer: str, *, params: dict[str, Any] | None = None, out: str | None = None,
+          ctx: Context | None = None, **ctx_options: Any) -> ScoreTable:
+    """Score every record with a registered scorer; optionally write ``out`` as JSONL."""
+    dataset = load(source)
+    table = SCORERS.get(scorer)(**(params or {})).score(dataset, _context(ctx, ctx_options))
+    if out:
+        table.write_jsonl(out)
+    return table
+
+
+def select(source: Any, method: str, budget: float | int | str | None = None, *,
+           params: dict[str, Any] | None = None, out: str | None = None, format: str | None = None,
+           sources: dict[str, Any] | None = None, ctx: Context | None = None, **ctx_options: Any) -> Selection:
+    """Select a subset with a registered method; optionally write it (in the input's format) and its manifest.
+
+    ``sources`` holds extra data sources a method needs (``target``, ``existing``).
+    """
+    dataset = load(source)
+    context = _context(ctx, ctx_options)
+    for key, src in (sources or {}).items():
+        if src is not None:
+            context.sources[key] = load(src)
+    selection = METHODS.get(method)(**(params or {})).run(dataset, budget, context)
+    if out:
+        written = write(dataset.subset(selection.selected), out, format)
+        write_manifest(f"{os.fspath(out)}.manifest.json", build_manifest(selection, dataset, written_format=written))
+    return selection

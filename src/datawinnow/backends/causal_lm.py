@@ -1,0 +1,251 @@
+"""The causal-LM backend: one wrapper over transformers for every model-based scorer.
+
+Primitives (all batched; callers sort by length with :func:`length_sorted_batches`):
+
+- :meth:`CausalLM.response_logprobs`: per-token log p(y_t | prefix) over the response span only,
+  teacher-forced. Logits are computed only at response positions: the backbone runs once, the
+  hidden states at the positions that predict response tokens are gathered, and only those go
+  through the LM head (the vocabulary is 49k; full logits would cost memory and time).
+- :meth:`CausalLM.response_loss`: the mean token cross-entropy over the response (from the above).
+- :meth:`CausalLM.next_token_logprobs`: the next-token distribution after each prompt (rating read-outs).
+- :meth:`CausalLM.generate`: batched generation with left padding.
+
+Sequences are token-id lists: a prompt part and a response part tokenized separately and joined,
+so the response span is exact whatever the tokenizer does at the boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..data.prompts import PromptRenderer
+from ..data.record import Record
+from ..errors import ConfigError
+from .device import dtype_name, pick_device, pick_dtype
+from .embedded import LM_ALIASES, set_offline, smollm2_dense_dir, smollm2_identity
+
+LOGIT_CHUNK = 1024  # response positions per LM-head call
+
+
+@dataclass
+class Pair:
+    """A teacher-forced sequence: prompt token ids, then response token ids (the scored span)."""
+
+    prompt: list[int]
+    response: list[int]
+
+    def __len__(self) -> int:
+        return len(self.prompt) + len(self.response)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (so memory problems show at once)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def truncate_pair(prompt: list[int], response: list[int], max_length: int) -> Pair:
+    """Fit a pair into ``max_length`` tokens.
+
+    The response keeps at least half the window (or all of itself if shorter); the prompt keeps its
+    *last* tokens (the assistant header and the end of the request); the response is cut at the end.
+    """
+    if len(prompt) + len(response) <= max_length:
+        return Pair(list(prompt), list(response))
+    r_keep = min(len(response), max(max_length - len(prompt), max_length // 2))
+    p_keep = max_length - r_keep
+    return Pair(list(prompt[len(prompt) - p_keep:]) if p_keep else [], list(response[:r_keep]))
+
+
+def _file_fingerprint(folder: Path) -> str:
+    h = hashlib.sha1()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".safetensors", ".bin", ".json", ".gguf")):
+            st = (folder / name).stat()
+            h.update(f"{name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:12]
+
+
+class CausalLM:
+    """A causal LM, its tokenizer and its prompt renderer, with batched scoring primitives."""
+
+    def __init__(self, model, tokenizer, *, identity: str, system: str | None = None, max_length: int = 512):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.identity = identity
+        self.max_length = max_length
+        self.renderer = PromptRenderer(tokenizer, system)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model.eval()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, name: str | None = None, *, device: str | None = "auto", dtype: str | None = "auto",
+             system: str | None = None, adapter: str | None = None, max_length: int = 512) -> "CausalLM":
+        """Load a model: None or ``smollm2`` (embedded default), a local folder, or a hub id.
+
+        ``NAME+ADAPTER_DIR`` (or ``adapter=``) applies a trained LoRA adapter on top.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if name and "+" in name and adapter is None:
+            name, adapter = name.split("+", 1)
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        if name in LM_ALIASES:
+            set_offline()
+            path, ident, local = str(smollm2_dense_dir()), smollm2_identity(), True
+        elif os.path.isdir(str(name)):
+            path, local = str(name), True
+            ident = f"{os.path.abspath(path)}@{_file_fingerprint(Path(path))}"
+        else:
+            path, ident, local = str(name), str(name), False
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local)
+        except OSError as e:
+            raise ConfigError(f"cannot load model '{name}': {e}") from None
+        if not local:
+            ident = f"{name}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
+        if adapter:
+            model, ident = cls._apply_adapter(model, adapter, ident)
+        model.to(dev)
+        return cls(model, tokenizer, identity=f"{ident}|{dtype_name(dt)}", system=system, max_length=max_length)
+
+    @staticmethod
+    def _apply_adapter(model, adapter: str, ident: str):
+        try:
+            from peft import PeftModel
+        except ImportError:
+            from ..errors import MissingDependencyError
+            raise MissingDependencyError("peft", "train", "loading a LoRA adapter") from None
+        if not os.path.isdir(adapter):
+            raise ConfigError(f"adapter folder not found: {adapter}")
+        model = PeftModel.from_pretrained(model, adapter)
+        return model, f"{ident}+{os.path.abspath(adapter)}@{_file_fingerprint(Path(adapter))}"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # ------------------------------------------------------------------ tokens
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def start_ids(self) -> list[int]:
+        """The start-of-text marker for 'bare' sequences: BOS when the tokenizer has one, else EOS."""
+        tid = self.tokenizer.bos_token_id
+        if tid is None:
+            tid = self.tokenizer.eos_token_id
+        return [tid] if tid is not None else []
+
+    def pair(self, prompt_text: str, response_text: str, *, bare: bool = False) -> Pair:
+        """A truncated teacher-forced pair; ``bare`` puts only the start marker before the response."""
+        prompt = self.start_ids() if bare else self.encode(prompt_text)
+        return truncate_pair(prompt, self.encode(response_text), self.max_length)
+
+    def record_pair(self, record: Record) -> Pair:
+        return self.pair(self.renderer.prompt(record), record.output)
+
+    # ------------------------------------------------------------------ scoring
+    def _unwrapped(self):
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    def _backbone_and_head(self):
+        m = self._unwrapped()
+        return getattr(m, m.base_model_prefix), m.get_output_embeddings()
+
+    @torch.inference_mode()
+    def response_logprobs(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
+        """Per-token log p(y_t | x, y_<t) for each pair's response tokens, as float32 arrays (one batch)."""
+        if not pairs:
+            return []
+        backbone, head = self._backbone_and_head()
+        width = max(len(p) for p in pairs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(pairs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        pred_pos = torch.zeros((len(pairs), width), dtype=torch.bool)  # positions whose output predicts y_t
+        for b, p in enumerate(pairs):
+            seq = p.prompt + p.response
+            ids[b, :len(seq)] = torch.tensor(seq)
+            mask[b, :len(seq)] = 1
+            start = len(p.prompt)
+            if start == 0 and p.response:
+                raise ValueError("a pair needs at least one prompt token (use bare=True for the start marker)")
+            pred_pos[b, start - 1:start - 1 + len(p.response)] = True
+        dev = self.device
+        hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        picked = hidden[pred_pos.to(dev)]  # [N, H], row-major: pair by pair, token by token
+        targets = torch.cat([torch.tensor(p.response, dtype=torch.long) for p in pairs]).to(dev)
+        out = torch.empty(len(targets), dtype=torch.float32, device=dev)
+        for k in range(0, len(targets), LOGIT_CHUNK):
+            logits = head(picked[k:k + LOGIT_CHUNK]).float()
+            out[k:k + LOGIT_CHUNK] = torch.log_softmax(logits, dim=-1).gather(
+                1, targets[k:k + LOGIT_CHUNK, None]).squeeze(1)
+        out_np = out.cpu().numpy()
+        sizes = np.cumsum([0] + [len(p.response) for p in pairs])
+        return [out_np[sizes[b]:sizes[b + 1]].copy() for b in range(len(pairs))]
+
+    def response_loss(self, pairs: Sequence[Pair]) -> np.ndarray:
+        """Mean cross-entropy over each pair's response tokens (NaN for an empty response)."""
+        return np.array([-lp.mean() if len(lp) else np.nan for lp in self.response_logprobs(pairs)],
+                        dtype=np.float32)
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prompts: Sequence[list[int]]) -> torch.Tensor:
+        """log p(next token | prompt) over the whole vocabulary, [len(prompts), V] float32 on the CPU."""
+        backbone, head = self._backbone_and_head()
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for b, p in enumerate(prompts):
+            ids[b, :len(p)] = torch.tensor(p)
+            mask[b, :len(p)] = 1
+        dev = self.device
+        hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        last = torch.tensor([len(p) - 1 for p in prompts], device=dev)
+        h = hidden[torch.arange(len(prompts), device=dev), last]
+        return torch.log_softmax(head(h).float(), dim=-1).cpu()
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int | None = None) -> list[str]:
+        """Continue each prompt text (one batch, left-padded); greedy when temperature is 0."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        tok = self.tokenizer
+        side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tok.padding_side = side
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:]
+        return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+    def iter_batches(self, pairs: Sequence[Pair], batch_size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        """(indices, per-token log-probs) for length-sorted batches over ``pairs``."""
+        for idx in length_sorted_batches([len(p) for p in pairs], batch_size):
+            yield idx, self.response_logprobs([pairs[i] for i in idx])

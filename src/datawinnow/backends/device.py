@@ -1,0 +1,63 @@
+"""Choosing the device and dtype: bf16 where the hardware runs it fast, fp32 elsewhere, overridable."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..errors import ConfigError
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX-BF16 or AVX512-BF16: bf16 matmuls run natively (about 3x faster than fp32 end to end).
+
+    On CPUs without them (AVX2 only), PyTorch emulates bf16 and it is several times *slower* than fp32.
+    """
+    flags = cpu_flags()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_device(device: str | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{device}' (expected auto, cpu, cuda or cuda:N)") from None
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA (fp16 on GPUs without bf16) and on CPUs with AMX/AVX512-BF16, else fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype '{dtype}' (expected auto, fp32, bf16 or fp16)")
+    return DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))

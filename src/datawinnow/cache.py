@@ -1,0 +1,144 @@
+"""The on-disk cache: atomic writes, and per-sample score stores that survive kill -9.
+
+Layout under the cache root (``$DATAWINNOW_CACHE``, default ``~/.cache/datawinnow``)::
+
+    models/                       dense copies of embedded models
+    scores/<scorer>-<key>/        one store per (scorer, parameters, model identity)
+        meta.json                 what the key stands for
+        scores.jsonl              compacted rows
+        part-*.jsonl              one file per finished batch, each written atomically
+
+A batch's rows become visible only when its part file is renamed into place, so a run killed at
+any point loses at most the batch in flight; the next run reads every part and computes only what
+is missing. Each row carries the record's content key too, so an edited record is rescored even
+when its id stays the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def cache_root() -> Path:
+    root = os.environ.get("DATAWINNOW_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "datawinnow")
+    return Path(root)
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A hash of a JSON-able object that does not depend on dict order or the Python run."""
+    payload = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, default=_json_default) + "\n")
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+class ScoreStore:
+    """Per-record results of one scorer configuration on one model.
+
+    ``key_parts`` (scorer name, parameters, model identity) decides the folder; rows are dicts with
+    at least ``id``; ``lookup`` returns the cached row for a record or None.
+    """
+
+    def __init__(self, scorer: str, params: dict[str, Any], model_identity: str | None, root: Path | None = None):
+        self.meta = {"scorer": scorer, "params": params, "model": model_identity, "format": 1}
+        self.dir = (root or cache_root()) / "scores" / f"{scorer}-{stable_hash(self.meta)}"
+        self._rows: dict[str, dict[str, Any]] | None = None
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if self._rows is None:
+            rows: dict[str, dict[str, Any]] = {}
+            if self.dir.exists():
+                files = ([self.dir / "scores.jsonl"] if (self.dir / "scores.jsonl").exists() else [])
+                files += sorted(self.dir.glob("part-*.jsonl"))
+                for f in files:
+                    with open(f, encoding="utf-8") as fh:
+                        for line in fh:
+                            if line.strip():
+                                row = json.loads(line)
+                                rows[row["id"]] = row
+            self._rows = rows
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def lookup(self, record_id: str, content_key: str) -> dict[str, Any] | None:
+        row = self._load().get(record_id)
+        if row is None or row.get("_key") != content_key:
+            return None
+        return row
+
+    def put(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Store one finished batch atomically (rows need ``id`` and ``_key``)."""
+        rows = list(rows)
+        if not rows:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta_path = self.dir / "meta.json"
+        if not meta_path.exists():
+            atomic_write_json(meta_path, self.meta)
+        text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows)
+        name = f"part-{time.time_ns():020d}-{os.getpid()}.jsonl"
+        atomic_write_text(self.dir / name, text)
+        loaded = self._load()
+        for r in rows:
+            loaded[r["id"]] = r
+
+    def compact(self) -> None:
+        """Merge the part files into ``scores.jsonl`` (atomically; parts are removed only afterwards)."""
+        parts = sorted(self.dir.glob("part-*.jsonl")) if self.dir.exists() else []
+        if not parts:
+            return
+        self._rows = None  # re-read: another process may have added parts since we loaded
+        rows = self._load()
+        text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows.values())
+        atomic_write_text(self.dir / "scores.jsonl", text)
+        for p in parts:
+            p.unlink(missing_ok=True)

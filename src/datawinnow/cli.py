@@ -1,0 +1,198 @@
+"""The ``datawinnow`` command line: a thin layer over :mod:`datawinnow.api`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from typing import Any, Sequence
+
+from .errors import DatawinnowError
+
+EPILOG = "Data sources: a file (.json/.jsonl/.csv/.parquet, optionally .gz), a save_to_disk folder, bundled:NAME, or a hub id."
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="smollm2",
+                   help="causal LM: smollm2 (embedded SmolLM2-135M-Instruct), a local folder, a hub id, or NAME+ADAPTER_DIR")
+    g.add_argument("--adapter", default=None, help="a LoRA adapter folder to apply on top of --model")
+    g.add_argument("--embedder", default="minilm", help="sentence embedder: minilm (embedded all-MiniLM-L6-v2), a folder or a hub id")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16, fp32 otherwise")
+    g.add_argument("--system", default="default",
+                   help="system prompt: 'default' (the chat template's own; SmolLM2 adds its persona), 'none' (empty system turn), or a text")
+    g.add_argument("--max-length", type=int, default=512, help="tokens per sequence (prompt + response); longer pairs are truncated")
+    g.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (length-sorted)")
+    g.add_argument("--seed", type=int, default=0, help="seed for every random choice")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
+    g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _context(args: argparse.Namespace, sources: dict | None = None):
+    from .data.prompts import system_from_cli
+    from .scores.base import Context
+
+    if args.cache_dir:
+        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
+    model = args.model
+    if args.adapter:
+        model = f"{model}+{args.adapter}"
+    return Context(model=model, embedder=args.embedder, device=args.device, dtype=args.dtype,
+                   system=system_from_cli(args.system), max_length=args.max_length, batch_size=args.batch_size,
+                   use_cache=not args.no_cache, progress=not args.quiet, seed=args.seed, sources=sources or {})
+
+
+def _param_help(registry_name: str) -> str:
+    return f"method/scorer parameter, repeatable (see 'datawinnow {registry_name}' for each one's parameters and defaults)"
+
+
+# ---------------------------------------------------------------------------------------------- data
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from .data import load
+    from .summary import describe_dataset
+
+    ds = load(args.src, column_map=args.columns)
+    print(describe_dataset(ds, head=args.head))
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from .data import load, write
+
+    ds = load(args.src, column_map=args.columns)
+    written = write(ds, args.out, args.to)
+    print(f"wrote {len(ds)} records to {args.out} ({written})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- score
+def cmd_score(args: argparse.Namespace) -> int:
+    from .api import score
+    from .params import parse_params
+
+    ctx = _context(args)
+    t0 = time.perf_counter()
+    table = score(args.src, args.scorer, params=parse_params(args.param), out=args.out, ctx=ctx)
+    print(f"scored {len(table.ids)} records with {args.scorer} in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- select
+def cmd_select(args: argparse.Namespace) -> int:
+    from .api import load, select
+    from .params import parse_params
+    from .summary import selection_summary
+
+    dataset = load(args.src, column_map=args.columns)
+    sources = {k: getattr(args, k) for k in ("target", "existing") if getattr(args, k, None)}
+    ctx = _context(args)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        sel = select(dataset, args.method, args.budget, params=parse_params(args.param), out=args.out,
+                     format=args.to, sources=sources, ctx=ctx)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    print(selection_summary(sel, dataset, seconds=time.perf_counter() - t0, out=args.out))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .registry import METHODS, SCORERS
+
+    print("selection methods (datawinnow select --method NAME):")
+    for name, cls in METHODS.items():
+        print(f"  {name:<22} {cls.description}")
+        if args.verbose and cls.defaults:
+            print(f"  {'':<22} params: {json.dumps(cls.defaults)}")
+    print("\nscorers (datawinnow score --scorer NAME):")
+    for name, cls in SCORERS.items():
+        print(f"  {name:<22} {cls.description}")
+        if args.verbose and cls.defaults:
+            print(f"  {'':<22} params: {json.dumps(cls.defaults)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="datawinnow", formatter_class=_Formatter,
+                                     description="Decide which instruction data an LLM should be fine-tuned on.",
+                                     epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"datawinnow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p_data = sub.add_parser("data", help="inspect or convert a data source", formatter_class=_Formatter, epilog=EPILOG)
+    data_sub = p_data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p_show = data_sub.add_parser("show", help="counts, fields, lengths and the first records", formatter_class=_Formatter,
+                                 epilog=EPILOG)
+    p_show.add_argument("src", help="data source")
+    p_show.add_argument("--head", type=int, default=3, help="records to print")
+    p_show.add_argument("--columns", default=None, help="column map (JSON file or inline JSON) for sources with other column names")
+    p_show.set_defaults(func=cmd_data_show)
+    p_conv = data_sub.add_parser("convert", help="write a source in another format", formatter_class=_Formatter,
+                                 epilog=EPILOG)
+    p_conv.add_argument("src", help="data source")
+    p_conv.add_argument("--to", default=None,
+                        help="SCHEMA (alpaca, input-target, sharegpt, messages), CONTAINER (jsonl, json, csv, parquet) "
+                             "or SCHEMA:CONTAINER; default: the input's schema, the container from --out's suffix")
+    p_conv.add_argument("--out", required=True, help="output file (.gz compresses)")
+    p_conv.add_argument("--columns", default=None, help="column map (JSON file or inline JSON)")
+    p_conv.set_defaults(func=cmd_data_convert)
+
+    p_score = sub.add_parser("score", help="score every record with one scorer", formatter_class=_Formatter, epilog=EPILOG)
+    p_score.add_argument("src", help="data source")
+    p_score.add_argument("--scorer", required=True, help="scorer name (see 'datawinnow methods')")
+    p_score.add_argument("--param", action="append", metavar="KEY=VALUE", help=_param_help("methods"))
+    p_score.add_argument("--out", required=True, help="scores as JSONL: id, score, and the scorer's parts")
+    _add_model_options(p_score)
+    p_score.set_defaults(func=cmd_score)
+
+    p_sel = sub.add_parser("select", help="select a subset and write it with its manifest", formatter_class=_Formatter,
+                           epilog=EPILOG)
+    p_sel.add_argument("src", help="data source (the pool)")
+    p_sel.add_argument("--method", required=True, help="method name (see 'datawinnow methods')")
+    p_sel.add_argument("--budget", default=None,
+                       help="a fraction in (0, 1] (0.1, 10%%) or a count (100); default: the method's own, if it has one")
+    p_sel.add_argument("--param", action="append", metavar="KEY=VALUE", help=_param_help("methods"))
+    p_sel.add_argument("--out", required=True, help="subset file, written in the input's format; OUT.manifest.json beside it")
+    p_sel.add_argument("--to", default=None, help="write the subset in another format (as in 'data convert')")
+    p_sel.add_argument("--columns", default=None, help="column map (JSON file or inline JSON)")
+    p_sel.add_argument("--target", default=None, help="target-task samples, for task-specific methods")
+    p_sel.add_argument("--existing", default=None, help="data the model was already tuned on, for continual methods")
+    _add_model_options(p_sel)
+    p_sel.set_defaults(func=cmd_select)
+
+    p_m = sub.add_parser("methods", help="list selection methods and scorers", formatter_class=_Formatter)
+    p_m.add_argument("-v", "--verbose", action="store_true", help="also show each one's parameters and defaults")
+    p_m.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DatawinnowError as e:
+        print(f"datawinnow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("datawinnow: interrupted; finished batches are cached, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

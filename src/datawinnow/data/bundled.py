@@ -1,0 +1,84 @@
+"""The data sets shipped inside the package (see ``bundled/PROVENANCE.md``), loadable as ``bundled:NAME``."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import DataError
+from .readers import iter_jsonl, read_file, _rows_to_dataset
+from .record import Dataset
+
+FILES = {
+    "alpaca_en_demo": "alpaca_en_demo.jsonl",
+    "self_instruct_seed_tasks": "self_instruct_seed_tasks.jsonl",
+    "natural_instructions_v1": "natural_instructions_v1.jsonl.gz",
+    "ifeval_input_data": "ifeval_input_data.jsonl",
+    "alpaca_eval_gpt4_baseline": "alpaca_eval_gpt4_baseline.jsonl",
+    "arc_easy_validation": "arc_easy_validation.jsonl",
+    "arc_challenge_validation": "arc_challenge_validation.jsonl",
+    "mmlu_validation": "mmlu_validation.jsonl",
+}
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def bundled_path(name: str) -> Path:
+    """The file behind ``bundled:NAME``."""
+    if name not in FILES:
+        raise DataError(f"unknown bundled data set (available: {', '.join(FILES)})", path=f"bundled:{name}")
+    return Path(str(resources.files("datawinnow.data") / "bundled" / FILES[name]))
+
+
+def iter_raw(name: str) -> Iterator[dict[str, Any]]:
+    """The rows of a bundled file exactly as shipped (for evaluation sets with their own fields)."""
+    for _, row in iter_jsonl(bundled_path(name)):
+        yield row
+
+
+def _ifeval(row: dict) -> dict:
+    return {"id": str(row["key"]), "instruction": row["prompt"], "input": "", "output": "",
+            "instruction_id_list": row["instruction_id_list"], "kwargs": json.dumps(row["kwargs"])}
+
+
+def _arc(row: dict) -> dict:
+    labels, texts = row["choices"]["label"], row["choices"]["text"]
+    body = "\n".join(f"{l}. {t}" for l, t in zip(labels, texts))
+    answer = texts[labels.index(row["answerKey"])]
+    return {"id": row["id"], "instruction": f"{row['question']}\n{body}", "input": "",
+            "output": f"{row['answerKey']}. {answer}", "answerKey": row["answerKey"]}
+
+
+def _mmlu(row: dict) -> dict:
+    body = "\n".join(f"{LETTERS[k]}. {t}" for k, t in enumerate(row["choices"]))
+    letter = LETTERS[row["answer"]]
+    return {"instruction": f"{row['question']}\n{body}", "input": "",
+            "output": f"{letter}. {row['choices'][row['answer']]}", "subject": row["subject"]}
+
+
+def _alpaca_eval(row: dict) -> dict:
+    return {"instruction": row["instruction"], "input": "", "output": row["output"],
+            "source": row.get("dataset"), "generator": row.get("generator")}
+
+
+ADAPTERS: dict[str, Callable[[dict], dict]] = {
+    "ifeval_input_data": _ifeval,
+    "arc_easy_validation": _arc,
+    "arc_challenge_validation": _arc,
+    "mmlu_validation": _mmlu,
+    "alpaca_eval_gpt4_baseline": _alpaca_eval,
+}
+
+
+def load_bundled(name: str) -> Dataset:
+    path = bundled_path(name)
+    adapter = ADAPTERS.get(name)
+    if adapter is None:
+        ds = read_file(path)
+    else:
+        rows = ((k, adapter(row)) for k, row in iter_jsonl(path))
+        ds = _rows_to_dataset(rows, str(path), schema="alpaca", container="jsonl")
+    ds.path = f"bundled:{name}"
+    return ds

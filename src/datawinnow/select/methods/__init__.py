@@ -1,0 +1,1 @@
+"""One module per selection method; each registers itself with ``datawinnow.registry.METHODS``."""

@@ -1,0 +1,24 @@
+"""Random selection: the baseline every method must beat (seeded, reproducible)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...data.record import Dataset
+from ...registry import METHODS
+from ...scores.base import Context
+from ..base import Method, Selection
+
+
+@METHODS.register
+class RandomMethod(Method):
+    name = "random"
+    description = "A uniformly random subset (seeded: numpy's default_rng(seed) permutation)."
+    defaults = {"seed": 0}
+
+    def select(self, dataset: Dataset, budget: int, ctx: Context) -> Selection:
+        rng = np.random.default_rng(int(self.params["seed"]))
+        order = rng.permutation(len(dataset))[:budget]
+        ids = dataset.ids
+        return Selection(method=self.name, params=dict(self.params), budget=budget,
+                         selected=[ids[i] for i in order], scores={})
