@@ -63,13 +63,12 @@ def tiny_lm(tiny_model_dir):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
+def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache folder; the dense embedded model is shared through a symlink."""
     from pathlib import Path
 
     shared = Path(os.path.expanduser("~")) / ".cache" / "datawinnow" / "models"
-    cache = tmp_path / "dw-cache"
-    cache.mkdir()
+    cache = tmp_path_factory.mktemp("dw-cache")
     shared.mkdir(parents=True, exist_ok=True)
     (cache / "models").symlink_to(shared, target_is_directory=True)
     monkeypatch.setenv("DATAWINNOW_CACHE", str(cache))
