@@ -75,3 +75,49 @@ def test_partial_temp_file_is_ignored(tmp_path):
     (store.dir / ".part-999.jsonl.abc.tmp").write_text('{"id": "b", "_key": "2", "v"', encoding="utf-8")
     fresh = ScoreStore("x", {}, None, root=tmp_path)
     assert len(fresh) == 1 and fresh.lookup("b", "2") is None
+
+
+KILL_SCRIPT = r"""
+import sys, time
+import datawinnow
+from datawinnow.backends import CausalLM
+from datawinnow.scores.base import Context
+
+real = CausalLM.response_loss
+def slow(self, pairs):
+    time.sleep(float(sys.argv[2]))
+    return real(self, pairs)
+CausalLM.response_loss = slow
+ds = datawinnow.load("bundled:self_instruct_seed_tasks")[:24]
+t = datawinnow.score(ds, "ifd", ctx=Context(model=CausalLM.load(sys.argv[1], dtype="fp32", device="cpu"),
+                                            batch_size=4, progress=False))
+print("computed", t.info["computed"], "cached", t.info["cached"])
+"""
+
+
+def test_kill_dash_nine_loses_at_most_the_batch_in_flight(tiny_model_dir, tmp_path, _isolated_cache):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "score.py"
+    script.write_text(KILL_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "DATAWINNOW_CACHE": str(_isolated_cache)}
+    proc = subprocess.Popen([sys.executable, str(script), tiny_model_dir, "0.4"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    parts = []
+    deadline = time.time() + 120
+    while time.time() < deadline and len(parts) < 2:
+        parts = list(_isolated_cache.glob("scores/ifd-*/part-*.jsonl"))
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(parts) >= 2, "the scorer never stored a batch"
+    stored = len(list(_isolated_cache.glob("scores/ifd-*/part-*.jsonl")))
+    done = subprocess.run([sys.executable, str(script), tiny_model_dir, "0"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    computed = int(done.stdout.split()[1])
+    assert computed == 24 - 4 * stored  # only the batches that were not stored are recomputed

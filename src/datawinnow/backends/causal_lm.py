@@ -168,6 +168,12 @@ class CausalLM:
         m = self._unwrapped()
         return getattr(m, m.base_model_prefix), m.get_output_embeddings()
 
+    def _forward(self, backbone, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states; without a mask when nothing is padded (the unmasked attention path is faster)."""
+        dev = self.device
+        attn = None if bool(mask.all()) else mask.to(dev)
+        return backbone(input_ids=ids.to(dev), attention_mask=attn).last_hidden_state
+
     @torch.inference_mode()
     def response_logprobs(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
         """Per-token log p(y_t | x, y_<t) for each pair's response tokens, as float32 arrays (one batch)."""
@@ -188,7 +194,7 @@ class CausalLM:
                 raise ValueError("a pair needs at least one prompt token (use bare=True for the start marker)")
             pred_pos[b, start - 1:start - 1 + len(p.response)] = True
         dev = self.device
-        hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        hidden = self._forward(backbone, ids, mask)
         picked = hidden[pred_pos.to(dev)]  # [N, H], row-major: pair by pair, token by token
         targets = torch.cat([torch.tensor(p.response, dtype=torch.long) for p in pairs]).to(dev)
         out = torch.empty(len(targets), dtype=torch.float32, device=dev)
@@ -217,7 +223,7 @@ class CausalLM:
             ids[b, :len(p)] = torch.tensor(p)
             mask[b, :len(p)] = 1
         dev = self.device
-        hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        hidden = self._forward(backbone, ids, mask)
         last = torch.tensor([len(p) - 1 for p in prompts], device=dev)
         h = hidden[torch.arange(len(prompts), device=dev), last]
         return torch.log_softmax(head(h).float(), dim=-1).cpu()
