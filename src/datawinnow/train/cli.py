@@ -1,0 +1,164 @@
+"""``datawinnow train`` and ``datawinnow delia build-cache``: parsers and commands (wired in datawinnow.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .config import METHODS, QUANTIZE, SCHEDULERS, SCORE_TYPES, UPDATE_STRATEGIES, TrainConfig
+
+TRAIN_EPILOG = """examples:
+  datawinnow train subset.jsonl --out adapters/subset             # LoRA SFT on the embedded SmolLM2
+  datawinnow train bundled:alpaca_en_demo --method iterit --out adapters/iterit --epochs 3
+  datawinnow delia build-cache queries.jsonl --out cache.jsonl
+  datawinnow train task.jsonl --method delia --cache cache.jsonl --diverse-ratio 2 --out adapters/delia
+  datawinnow score eval.jsonl --scorer ifd --model smollm2+adapters/subset --out s.jsonl   # use an adapter
+
+The adapter folder holds the peft adapter, the tokenizer, datawinnow_train.json (config, versions,
+metrics), data_manifest.json (ids and fingerprint of the data seen) and train_log.jsonl (the loss log).
+Data sources: a file (.json/.jsonl/.csv/.parquet, optionally .gz), a save_to_disk folder, bundled:NAME, or a hub id."""
+
+
+def add_train_parser(sub, formatter) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="LoRA SFT on a data source (modes: sft, iterit, delia)", formatter_class=formatter,
+                       epilog=TRAIN_EPILOG)
+    p.add_argument("src", help="training data source (a subset file, bundled:NAME, ...)")
+    p.add_argument("--out", required=True, help="adapter folder to write")
+    p.add_argument("--method", default="sft", choices=METHODS,
+                   help="sft: plain LoRA SFT; iterit: IterIT's iterative IFD selection each epoch; "
+                        "delia: mix self-sampled cache answers into the data")
+    p.add_argument("--columns", default=None, help="column map (JSON file or inline JSON) for the sources")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=d.model, help="causal LM: smollm2 (embedded SmolLM2-135M-Instruct), a folder, a hub id")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--dtype", default=d.dtype, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16 (trained with bf16 autocast), fp32 otherwise")
+    g.add_argument("--quantize", default=d.quantize, choices=QUANTIZE, help="4bit: QLoRA (needs CUDA and bitsandbytes)")
+    g.add_argument("--system", default="default",
+                   help="system prompt: 'default' (the chat template's own), 'none' (empty system turn), or a text")
+    g = p.add_argument_group("LoRA")
+    g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank r")
+    g.add_argument("--alpha", type=int, default=d.alpha, help="LoRA alpha (scale alpha/r)")
+    g.add_argument("--dropout", type=float, default=d.dropout, help="LoRA dropout")
+    g.add_argument("--target-modules", default=d.target_modules,
+                   help="all-linear, or comma-separated module names (e.g. q_proj,k_proj,v_proj,o_proj)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=d.learning_rate, help="peak learning rate")
+    g.add_argument("--scheduler", default=d.scheduler, choices=SCHEDULERS, help="learning-rate schedule")
+    g.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio, help="linear warm-up, fraction of all steps")
+    g.add_argument("--epochs", type=float, default=None, help="epochs (default: 1; 3 for iterit)")
+    g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many optimizer steps (-1: by epochs)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step (per device)")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="gradient accumulation steps")
+    g.add_argument("--max-length", type=int, default=d.max_length,
+                   help="tokens per sequence; longer pairs keep the end of the prompt and the start of the response")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed for LoRA init, data order, IterIT and DELIA draws")
+    g.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory, ~1/3 slower)")
+    g.add_argument("--no-group-by-length", action="store_true", help="plain random batches instead of length-grouped ones")
+    g.add_argument("--logging-steps", type=int, default=d.logging_steps, help="log the loss every N steps")
+    g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("iterit (--method iterit)")
+    g.add_argument("--ratio", type=float, default=d.ratio, help="fraction of the pool trained on each epoch")
+    g.add_argument("--update-ratio", type=float, default=d.update_ratio,
+                   help="rescore the first ratio x n x update_ratio positions after each epoch (all if <= 1)")
+    g.add_argument("--update-strategy", default=d.update_strategy, choices=UPDATE_STRATEGIES,
+                   help="iterative: rescore between epochs; baseline: static epoch-0 IFD")
+    g.add_argument("--score-type", default=d.score_type, choices=SCORE_TYPES,
+                   help="IFD: top IFD; BOTH: IFD x TF-IDF diversity greedy over the responses")
+    g.add_argument("--diversity-weight-decay", type=float, default=d.diversity_weight_decay,
+                   help="BOTH: factor applied to the n-grams of each pick (0.1 general data, 0.0 domain data)")
+    g.add_argument("--score-batch-size", type=int, default=d.score_batch_size, help="batch size of IFD scoring")
+    g = p.add_argument_group("delia (--method delia) and new tokens")
+    g.add_argument("--cache", default=None, help="DELIA cache (from 'datawinnow delia build-cache')")
+    g.add_argument("--diverse-ratio", type=float, default=d.diverse_ratio,
+                   help="mix int(len(SRC) x R) cache samples into SRC (the whole cache if smaller)")
+    g.add_argument("--new-token", default=None,
+                   help="add this token (e.g. '<sep>') with a random embedding, train its row, report its loss")
+    g.add_argument("--report-token", action="append", default=[], metavar="TOKEN",
+                   help="also report the per-token loss of this token before/after training (repeatable)")
+    g.add_argument("--eval", default=None, help="data on which token losses are reported (default: the training data)")
+    p.set_defaults(func=cmd_train)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from ..data.prompts import system_from_cli
+
+    return TrainConfig(
+        method=args.method, model=args.model, device=args.device, dtype=args.dtype, system=system_from_cli(args.system),
+        quantize=args.quantize, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
+        target_modules=args.target_modules, learning_rate=args.lr, scheduler=args.scheduler,
+        warmup_ratio=args.warmup_ratio, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, max_length=args.max_length, weight_decay=args.weight_decay, seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing, group_by_length=not args.no_group_by_length,
+        logging_steps=args.logging_steps, progress=not args.quiet, ratio=args.ratio, update_ratio=args.update_ratio,
+        update_strategy=args.update_strategy, score_type=args.score_type,
+        diversity_weight_decay=args.diversity_weight_decay, score_batch_size=args.score_batch_size,
+        cache=args.cache, diverse_ratio=args.diverse_ratio, new_token=args.new_token,
+        report_tokens=list(args.report_token),
+    ).validate()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runner import train
+
+    if args.cache_dir:
+        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
+    cfg = config_from_args(args)
+    t0 = time.perf_counter()
+    res = train(args.src, cfg, args.out, eval_source=args.eval, columns=args.columns)
+    loss = res.metrics.get("train_loss")
+    print(f"trained {cfg.method} on {len(res.seen_ids)} distinct samples in {time.perf_counter() - t0:.1f} s"
+          f" (train loss {loss:.4f}) -> {res.out_dir}" if loss is not None else f"trained -> {res.out_dir}")
+    return 0
+
+
+def add_delia_parser(sub, formatter) -> None:
+    p = sub.add_parser("delia", help="DELIA: build the cache of self-sampled answers", formatter_class=formatter)
+    dsub = p.add_subparsers(dest="delia_command", metavar="ACTION", required=True)
+    b = dsub.add_parser("build-cache", help="the model answers each query; chat messages JSONL, resumable",
+                        formatter_class=formatter,
+                        epilog="Queries: any data source; each record's prompt (instruction + input, or its "
+                               "conversation without the last answer) is asked. A rerun resumes.")
+    b.add_argument("queries", help="data source of queries (broad and diverse)")
+    b.add_argument("--out", required=True, help="cache file (JSONL of {id, messages})")
+    b.add_argument("--model", default="smollm2", help="the model being tuned: smollm2, a folder, a hub id, or NAME+ADAPTER_DIR")
+    b.add_argument("--adapter", default=None, help="a LoRA adapter folder to apply on top of --model")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto: as for train")
+    b.add_argument("--system", default="default", help="system prompt: 'default', 'none', or a text")
+    b.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
+    b.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold")
+    b.add_argument("--max-new-tokens", type=int, default=512, help="longest answer, in tokens")
+    b.add_argument("--batch-size", type=int, default=8, help="queries generated together (grouped by prompt length)")
+    b.add_argument("--limit", type=int, default=None, help="only the first N queries")
+    b.add_argument("--seed", type=int, default=0, help="sampling seed")
+    b.add_argument("--columns", default=None, help="column map (JSON file or inline JSON)")
+    b.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_delia_build_cache)
+
+
+def cmd_delia_build_cache(args: argparse.Namespace) -> int:
+    from ..backends.causal_lm import CausalLM
+    from ..data import load
+    from ..data.prompts import system_from_cli
+    from .delia import build_cache
+
+    if args.cache_dir:
+        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
+    queries = load(args.queries, column_map=args.columns)
+    if args.limit is not None:
+        queries = queries[:args.limit]
+    lm = CausalLM.load(args.model, device=args.device, dtype=args.dtype, system=system_from_cli(args.system),
+                       adapter=args.adapter)
+    t0 = time.perf_counter()
+    info = build_cache(queries, lm, args.out, batch_size=args.batch_size, temperature=args.temperature,
+                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, progress=not args.quiet)
+    print(f"delia cache: {info['written']} answers ({info['generated']} generated, {info['resumed']} resumed, "
+          f"{info['empty']} empty) in {time.perf_counter() - t0:.1f} s -> {args.out}", file=sys.stdout)
+    return 0
