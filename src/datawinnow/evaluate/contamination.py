@@ -1,0 +1,193 @@
+"""Contamination check: did the model see an evaluation item during training (or in its ICL examples)?
+
+Two tests between every evaluation item and the training data, on lower-cased word tokens
+(``\\w+``, so punctuation and spacing differences do not hide a copy):
+
+- **exact n-gram overlap** (GPT-3 / lm-eval decontamination): the item's text (prompt + reference)
+  and a training sample's text (prompt + output) share a word n-gram (n = 13 by default). An item
+  shorter than n words counts when its whole word sequence occurs in a training text, so a short
+  item copied whole is still found.
+- **near duplicates** (MinHash, datasketch): the item's prompt and a training sample's prompt have an
+  estimated Jaccard similarity of their word-shingle sets (3-word shingles) of at least the threshold
+  (0.8 by default). MinHash-LSH proposes candidates; each is confirmed with the exact Jaccard, so the
+  report holds no false positives from hashing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..data.record import Dataset, Record
+from ..errors import ConfigError, MissingDependencyError
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def ngrams(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    if not tokens:
+        return set()
+    if len(tokens) < n:
+        return {tuple(tokens)}
+    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def shingles(text: str, size: int) -> set[str]:
+    toks = words(text)
+    if len(toks) <= size:
+        return {" ".join(toks)} if toks else set()
+    return {" ".join(toks[i:i + size]) for i in range(len(toks) - size + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def eval_text(r: Record) -> str:
+    return f"{r.prompt}\n{r.output}" if r.output else r.prompt
+
+
+@dataclass
+class ContaminationReport:
+    """Hits per evaluation item id: ``[{"train_id", "kind": "ngram"|"near", ...}]``."""
+
+    n_eval: int
+    n_train: int
+    params: dict[str, Any]
+    hits: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def contaminated(self) -> set[str]:
+        return set(self.hits)
+
+    def as_dict(self) -> dict[str, Any]:
+        kinds = {"ngram": 0, "near": 0}
+        for hs in self.hits.values():
+            for k in {h["kind"] for h in hs}:
+                kinds[k] += 1
+        return {"checked": True, "n_eval": self.n_eval, "n_train": self.n_train, "params": self.params,
+                "n_contaminated": len(self.hits), "by_kind": kinds, "hits": self.hits}
+
+
+def check_contamination(eval_items: Dataset | Sequence[Record], train: Dataset | Sequence[Record], *, n: int = 13,
+                        threshold: float = 0.8, shingle: int = 3, num_perm: int = 128, seed: int = 1,
+                        max_hits: int = 5) -> ContaminationReport:
+    """Exact n-gram and MinHash near-duplicate overlap between ``eval_items`` and ``train``."""
+    if n < 1:
+        raise ConfigError(f"contamination: n-gram size must be >= 1, got {n}")
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"contamination: Jaccard threshold must be in (0, 1], got {threshold}")
+    try:
+        from datasketch import MinHash, MinHashLSH
+    except ImportError:
+        raise MissingDependencyError("datasketch", "eval", "the near-duplicate contamination check") from None
+    params = {"ngram": n, "jaccard_threshold": threshold, "shingle": shingle, "num_perm": num_perm}
+    report = ContaminationReport(len(eval_items), len(train), params)
+
+    # exact n-grams: index every training n-gram -> first training id holding it; an item shorter
+    # than n words is looked up whole as a word sequence inside the training texts
+    index: dict[tuple[str, ...], str] = {}
+    joined, starts, train_ids = [], [], []
+    offset = 0
+    for r in train:
+        toks = words(f"{r.prompt}\n{r.output}")
+        for g in ngrams(toks, n):
+            index.setdefault(g, r.id)
+        text = " " + " ".join(toks) + " \n"
+        joined.append(text)
+        starts.append(offset)
+        train_ids.append(r.id)
+        offset += len(text)
+    corpus = "".join(joined)
+    for item in eval_items:
+        found: dict[str, int] = {}
+        toks = words(eval_text(item))
+        if 0 < len(toks) < n:
+            phrase, pos = f" {' '.join(toks)} ", 0
+            while (pos := corpus.find(phrase, pos)) >= 0:
+                tid = train_ids[bisect.bisect_right(starts, pos) - 1]
+                found[tid] = found.get(tid, 0) + 1
+                pos += 1
+        for g in (ngrams(toks, n) if len(toks) >= n else ()):
+            tid = index.get(g)
+            if tid is not None:
+                found[tid] = found.get(tid, 0) + 1
+        for tid, count in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:max_hits]:
+            report.hits.setdefault(item.id, []).append({"train_id": tid, "kind": "ngram", "shared_ngrams": count})
+
+    # near duplicates of the prompt: LSH candidates, confirmed by the exact Jaccard
+    def minhash(sh: set[str]):
+        m = MinHash(num_perm=num_perm, seed=seed)
+        m.update_batch([s.encode("utf-8") for s in sh])
+        return m
+
+    train_sh = {}
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    for r in train:
+        sh = shingles(r.prompt, shingle)
+        if sh and r.id not in train_sh:
+            train_sh[r.id] = sh
+            lsh.insert(r.id, minhash(sh))
+    for item in eval_items:
+        sh = shingles(item.prompt, shingle)
+        if not sh:
+            continue
+        near = []
+        for tid in lsh.query(minhash(sh)):
+            j = jaccard(sh, train_sh[tid])
+            if j >= threshold:
+                near.append((j, tid))
+        for j, tid in sorted(near, key=lambda t: (-t[0], t[1]))[:max_hits]:
+            report.hits.setdefault(item.id, []).append({"train_id": tid, "kind": "near", "jaccard": round(j, 4)})
+    return report
+
+
+def training_data_from_adapter(adapter_dir: str) -> Dataset | None:
+    """The records a datawinnow adapter was trained on, from its ``data_manifest.json`` (source + ids).
+
+    None when the folder has no manifest (an adapter trained elsewhere). Raises ConfigError when the
+    manifest names a source that cannot be read back (then pass ``--train SRC``).
+    """
+    from ..data import load
+
+    path = Path(adapter_dir) / "data_manifest.json"
+    if not path.exists():
+        return None
+    try:
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    source = man.get("source")
+    if not source:
+        raise ConfigError(f"{path} does not name its training source; pass --train SRC for the contamination check")
+    try:
+        ds = load(source)
+    except Exception as e:  # noqa: BLE001 - any failure to read it back means the user must name it
+        raise ConfigError(f"cannot read the training data {source!r} named in {path} ({e}); "
+                          "pass --train SRC for the contamination check") from None
+    ids = man.get("ids")
+    if ids:
+        known = set(ds.ids)
+        ds = ds.subset([i for i in ids if i in known])
+    return ds
+
+
+def combine(datasets: Iterable[Dataset]) -> Dataset:
+    """Several training sources as one pool (ids prefixed when two sources share an id)."""
+    records: list[Record] = []
+    seen: set[str] = set()
+    for k, ds in enumerate(datasets):
+        for r in ds:
+            rid = r.id if r.id not in seen else f"{k}:{r.id}"
+            seen.add(rid)
+            records.append(Record(id=rid, instruction=r.instruction, input=r.input, output=r.output,
+                                  messages=r.messages, source=r.source, task=r.task, meta=r.meta))
+    return Dataset(records, path="+".join(str(d.path) for d in datasets))

@@ -1,0 +1,72 @@
+"""Cached, resumable generation of answers for evaluation items.
+
+Generations are stored like scores (:func:`datawinnow.scores.base.run_cached`): one store per
+(model identity, generation parameters, prompt recipe), one row per item with the answer text, so a
+second suite over the same items (ROUGE, then the judge rubric, then the win rate) reuses them and a
+killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+from ..data.record import Dataset, Record
+from ..errors import ConfigError
+from ..scores.base import Context, run_cached
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding options; greedy (temperature 0) by default so evaluations are repeatable."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def validate(self) -> "GenerationParams":
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"evaluate: --max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"evaluate: --temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"evaluate: --top-p must be in (0, 1], got {self.top_p}")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def chat_prompt(lm, record: Record) -> str:
+    """The plain prompt: the record's conversation without its answer, through the model's template."""
+    return lm.renderer.prompt_for_messages(record.chat(with_response=False))
+
+
+def generate_cached(lm, items: Dataset, *, params: GenerationParams, ctx: Context,
+                    prompt_fn: Callable[[Record], str] | None = None, recipe: dict[str, Any] | None = None,
+                    batch_size: int | None = None) -> tuple[list[str], dict[str, Any]]:
+    """One answer per item (in order) and run info (computed, cached, seconds).
+
+    ``prompt_fn`` renders an item's prompt text (default :func:`chat_prompt`); ``recipe`` names what
+    that prompt depends on besides the item (e.g. the ICL subset and k) and goes into the cache key.
+    """
+    params.validate()
+    render = prompt_fn or (lambda r: chat_prompt(lm, r))
+    bs = batch_size or ctx.batch_size
+
+    def plan(todo: Sequence[Record]):
+        # similar prompt lengths together: less left padding; longest first so memory problems show at once
+        order = sorted(range(len(todo)), key=lambda i: (-len(todo[i].prompt), i))
+        return [order[k:k + bs] for k in range(0, len(order), bs)]
+
+    def compute(batch: list[Record]) -> list[dict[str, Any]]:
+        prompts = [render(r) for r in batch]
+        texts = lm.generate(prompts, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                            top_p=params.top_p, seed=params.seed)
+        return [{"text": t} for t in texts]
+
+    key = {**params.as_dict(), "recipe": recipe or {"prompt": "chat"}, "system": lm.renderer.system}
+    rows, info = run_cached(items, scorer="generate", params=key, identity=lm.identity, compute=compute,
+                            plan=plan, ctx=ctx)
+    return [row["text"] for row in rows], info
