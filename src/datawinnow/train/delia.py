@@ -3,8 +3,9 @@
 - :func:`build_cache`: the model being tuned answers each query (temperature 0.7, top-p 0.95, up to
   512 new tokens, batched by prompt length) and the pairs are written as chat ``messages`` JSONL
   (DELIA's format). Resumable: each finished batch is appended and fsynced; a rerun skips the ids
-  already written (a half-written last line from a killed run is dropped). Each batch is sampled
-  with a seed derived from its ids, so a resumed run writes what an uninterrupted one would. When
+  already written (a half-written last line from a killed run is dropped). Batches are planned over
+  all queries and each is sampled with a seed derived from its ids, so a resumed run writes what an
+  uninterrupted one would (same queries, batch size and seed). When
   every query is answered the file is rewritten, atomically, in query order.
 - :func:`mix_cache`: the downstream data plus int(len(downstream) x diverse_ratio) cache samples
   (drawn with ``random.Random(seed)``; the whole cache if it is smaller), shuffled together with the
@@ -73,18 +74,24 @@ def build_cache(queries: Dataset, lm, out: str | os.PathLike, *, batch_size: int
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(path)
-    todo = [r for r in queries if r.id not in done]
-    prompts = {r.id: lm.renderer.prompt_for_messages(_query_messages(r)) for r in todo}
-    lengths = [len(lm.encode(prompts[r.id])) for r in todo]
-    bar = progress_bar(len(todo), "delia cache", progress, unit="query")
+    # Batches are planned over *all* queries (same queries, batch size and seed: same batches and seeds),
+    # so a resumed run generates exactly what an uninterrupted one would; finished batches are skipped.
+    records = list(queries)
+    prompts = {r.id: lm.renderer.prompt_for_messages(_query_messages(r)) for r in records}
+    plan = length_sorted_batches([len(lm.encode(prompts[r.id])) for r in records], batch_size)
+    todo = [idx for idx in plan if any(records[i].id not in done for i in idx)]
+    n_todo = sum(1 for idx in todo for i in idx if records[i].id not in done)
+    bar = progress_bar(n_todo, "delia cache", progress, unit="query")
     try:
-        for idx in length_sorted_batches(lengths, batch_size):
-            batch = [todo[i] for i in idx]
+        for idx in todo:
+            batch = [records[i] for i in idx]
             batch_seed = seed + int(stable_hash([r.id for r in batch], 8), 16) % (2 ** 31)
             answers = lm.generate([prompts[r.id] for r in batch], max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_p=top_p, seed=batch_seed)
             lines = []
             for r, a in zip(batch, answers):
+                if r.id in done:
+                    continue
                 line = json.dumps({"id": r.id, "messages": _query_messages(r) + [{"role": "assistant", "content": a}]},
                                   ensure_ascii=False)
                 done[r.id] = line
@@ -93,13 +100,13 @@ def build_cache(queries: Dataset, lm, out: str | os.PathLike, *, batch_size: int
                 fh.write("".join(l + "\n" for l in lines))
                 fh.flush()
                 os.fsync(fh.fileno())
-            bar.update(len(batch))
+            bar.update(len(lines))
     finally:
         bar.close()
     ordered = [done[r.id] for r in queries if r.id in done]
     atomic_write_text(path, "".join(l + "\n" for l in ordered))
     empty = sum(1 for l in ordered if not json.loads(l)["messages"][-1]["content"].strip())
-    return {"written": len(ordered), "generated": len(todo), "resumed": len(ordered) - len(todo), "empty": empty,
+    return {"written": len(ordered), "generated": n_todo, "resumed": len(ordered) - n_todo, "empty": empty,
             "path": str(path)}
 
 
