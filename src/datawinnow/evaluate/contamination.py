@@ -130,7 +130,8 @@ def check_contamination(eval_items: Dataset | Sequence[Record], train: Dataset |
         return m
 
     train_sh = {}
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    # candidates from LSH at a lower threshold (better recall; datasketch needs >= 2 bands), then exact Jaccard
+    lsh = MinHashLSH(threshold=max(0.1, min(0.9, threshold - 0.1)), num_perm=num_perm)
     for r in train:
         sh = shingles(r.prompt, shingle)
         if sh and r.id not in train_sh:

@@ -44,11 +44,11 @@ _ANY = re.compile(r"output\s*[\(\[]?\s*([AB])\b", re.I)
 def parse_verdict(reply: str) -> str:
     """"A" or "B" from a judge reply; :class:`JudgeError` when the reply names neither or both."""
     text = (reply or "").strip()
-    m = _START.match(text)
-    if m:
-        return m.group(1).upper()
     named = {x.upper() for x in _ANY.findall(text)}
-    if len(named) == 1:
+    m = _START.match(text)
+    if m and named <= {m.group(1).upper()}:
+        return m.group(1).upper()
+    if not m and len(named) == 1:
         return named.pop()
     shown = " ".join(text.split())[:160]
     raise JudgeError(f"winrate: cannot tell which output the judge preferred from its reply {shown!r} "
