@@ -1,0 +1,89 @@
+"""Instruction embeddings and instruction perplexity from a causal LM, in one forward pass.
+
+For each record the instruction text is tokenized (``bare``: the start-of-text marker, then the
+instruction and input as plain text; ``template``: the rendered chat/Alpaca prompt), and one pass
+of the model gives
+
+- the embedding: the mean over the sequence's tokens of the last hidden state (after the final norm);
+- the perplexity: exp of the mean cross-entropy of every token after the first.
+
+``bare`` is the default because template tokens (and SmolLM2's default system persona) are the same
+for every sample and would dominate a mean embedding. Rows are cached per record (embeddings packed
+as float32 base64), so a second run, or another method on the same model, reads them back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..backends.causal_lm import CausalLM, length_sorted_batches
+from ..data.record import Dataset, Record
+from ..errors import ConfigError, DataError
+from .base import Context, run_cached
+from .vectors import pack, unpack_rows
+
+TEXTS = ("bare", "template")
+
+
+def instruction_ids(lm: CausalLM, record: Record, text: str) -> list[int]:
+    if not record.prompt.strip():
+        raise DataError(f"record '{record.id}' has an empty instruction", field="instruction")
+    if text == "bare":
+        ids = lm.start_ids() + lm.encode(record.prompt)
+    elif text == "template":
+        ids = lm.encode(lm.renderer.prompt(record))
+    else:
+        raise ConfigError(f"instruction text must be one of {', '.join(TEXTS)}, got '{text}'")
+    return ids[:lm.max_length]
+
+
+@torch.inference_mode()
+def embed_and_perplexity(lm: CausalLM, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean last hidden state [b, H] float32, perplexity [b]) for one batch of token-id lists."""
+    backbone, head = lm._backbone_and_head()
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), lm.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for b, s in enumerate(sequences):
+        ids[b, :len(s)] = torch.tensor(s)
+        mask[b, :len(s)] = 1
+    dev = lm.device
+    hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state.float()
+    m = mask.to(dev).unsqueeze(-1).float()
+    emb = (hidden * m).sum(1) / m.sum(1)
+    ppl = np.full(len(sequences), np.nan)
+    for b, s in enumerate(sequences):
+        if len(s) < 2:
+            continue
+        logits = head(hidden[b, :len(s) - 1].to(lm.dtype)).float()
+        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(s[1:], device=dev))
+        ppl[b] = math.exp(nll.item())
+    return emb.cpu().numpy().astype(np.float32), ppl
+
+
+def instruction_stats(dataset: Dataset, ctx: Context, text: str = "bare", lm: CausalLM | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(embeddings [n, H] float32, instruction perplexity [n] float64, run info), cached per record."""
+    lm = lm or ctx.model
+    ids = {}
+
+    def ids_of(r: Record) -> list[int]:
+        if r.id not in ids:
+            ids[r.id] = instruction_ids(lm, r, text)
+        return ids[r.id]
+
+    def plan(todo: list[Record]):
+        return length_sorted_batches([len(ids_of(r)) for r in todo], ctx.batch_size)
+
+    def compute(batch: list[Record]) -> list[dict]:
+        emb, ppl = embed_and_perplexity(lm, [ids_of(r) for r in batch])
+        return [{"emb": pack(e), "ppl": float(p)} for e, p in zip(emb, ppl)]
+
+    params = {"text": text, "max_length": lm.max_length, "system": lm.renderer.system}
+    rows, info = run_cached(dataset, scorer="instruction-stats", params=params, identity=lm.identity,
+                            compute=compute, plan=plan, ctx=ctx)
+    return unpack_rows(rows, "emb"), np.array([r["ppl"] if r["ppl"] is not None else np.nan for r in rows],
+                                              dtype=np.float64), info

@@ -1,0 +1,162 @@
+"""LESS: gradient-based influence of each pool sample on a set of target (validation) samples.
+
+1. Warm up LoRA on a seeded random ``warmup_size`` of the pool (5%; the paper trains 4 epochs),
+   one checkpoint per epoch (:mod:`.lora_warmup`).
+2. At each checkpoint c, per-example LoRA gradients at batch size 1 (:mod:`.gradients`): for pool
+   samples Adam's update direction Gamma from the checkpoint's moments (no bias correction), for
+   target samples the plain gradient.
+3. A seeded Rademacher projection to ``dim`` dimensions (:mod:`.projection`), then unit norm.
+4. score(z) = max over target subtasks s of  sum_c lr_c * mean_{z' in s} <Gamma_c(z), g_c(z')>,
+   with lr_c the mean learning rate of epoch c. Subtasks come from the targets' ``task`` field
+   (records without one form a single subtask).
+
+Projected gradients are cached per record (one store per checkpoint and kind), so interrupted
+runs resume and a second target set reuses the pool's gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data.record import Dataset, Record
+from ..errors import ConfigError
+from ..registry import SCORERS
+from ..select.budget import resolve_budget
+from .base import Context, Scorer, ScoreTable, run_cached
+from .gradients import adam_direction, example_gradient, flat_state
+from .lora_warmup import WarmupConfig, WarmupResult, describe, lora_warmup
+from .projection import RademacherProjector
+from .vectors import pack, unit_rows, unpack_rows
+
+NO_TASK = "all"
+BUFFER_BYTES = 512 * 2**20  # gradient rows held before one projection pass
+
+
+def warmup_sample(n: int, size: float | int | str, seed: int) -> list[int]:
+    """Seeded random indices for the warm-up set (a fraction of the pool or a count), in pool order."""
+    k = resolve_budget(size, n)
+    return sorted(np.random.default_rng([int(seed), 5]).permutation(n)[:k].tolist())
+
+
+def parse_checkpoints(value: Any, epochs: int) -> list[int]:
+    """'all', an epoch number, '2,4' or [2, 4] -> 0-based checkpoint indices."""
+    if value in (None, "all"):
+        return list(range(epochs))
+    if isinstance(value, (int, float)):
+        items = [value]
+    elif isinstance(value, str):
+        items = [v for v in value.replace(" ", "").split(",") if v]
+    else:
+        items = list(value)
+    try:
+        epochs_chosen = sorted({int(v) for v in items})
+    except (TypeError, ValueError):
+        raise ConfigError(f"less: checkpoints must be 'all' or epoch numbers like '2,4', got {value!r}") from None
+    bad = [e for e in epochs_chosen if not 1 <= e <= epochs]
+    if bad or not epochs_chosen:
+        raise ConfigError(f"less: checkpoints {value!r} outside the warm-up's epochs 1..{epochs}")
+    return [e - 1 for e in epochs_chosen]
+
+
+def subtasks(records: Sequence[Record]) -> tuple[list[str], np.ndarray]:
+    """The subtask names (first-seen order) and each record's subtask index."""
+    names: list[str] = []
+    index = []
+    for r in records:
+        t = r.task if r.task else NO_TASK
+        if t not in names:
+            names.append(t)
+        index.append(names.index(t))
+    return names, np.array(index, dtype=np.int64)
+
+
+def less_influence(pool: Sequence[np.ndarray], target: Sequence[np.ndarray], task_of: np.ndarray,
+                   n_tasks: int, lrs: Sequence[float]) -> np.ndarray:
+    """Influence per (pool sample, subtask): sum_c lr_c * mean_{j in s} <pool_c[i], target_c[j]>.
+
+    ``pool[c]`` is [n, d] and ``target[c]`` [m, d] for checkpoint c; returns [n, n_tasks] float64.
+    """
+    n = pool[0].shape[0]
+    out = np.zeros((n, n_tasks), dtype=np.float64)
+    for p, t, lr in zip(pool, target, lrs):
+        for s in range(n_tasks):
+            members = t[task_of == s].astype(np.float64)
+            out[:, s] += float(lr) * (p.astype(np.float64) @ members.mean(axis=0))
+    return out
+
+
+def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: str, projector: RademacherProjector,
+                        ctx: Context) -> tuple[np.ndarray, dict]:
+    """Unit-normalised projected gradients [n, d] at checkpoint ``index``: kind 'adam' (pool) or 'sgd' (targets)."""
+    ck = warm.checkpoints[index]
+    m = v = None
+    if kind == "adam":
+        m, v = flat_state(ck, warm.names, "exp_avg"), flat_state(ck, warm.names, "exp_avg_sq")
+    rows_per_pass = int(min(256, max(8, BUFFER_BYTES // (4 * projector.dim_in))))
+
+    def plan(todo: list[Record]):
+        return [list(range(k, min(k + rows_per_pass, len(todo)))) for k in range(0, len(todo), rows_per_pass)]
+
+    def compute(batch: list[Record]) -> list[dict]:
+        warm.load_checkpoint(index)
+        buf = torch.empty((len(batch), projector.dim_in), dtype=torch.float32)
+        for b, r in enumerate(batch):
+            g = example_gradient(warm, r)
+            buf[b] = adam_direction(g, m, v, ck.betas, ck.eps) if kind == "adam" else g
+        feats = unit_rows(projector.project(buf))
+        return [{"g": pack(f)} for f in feats]
+
+    params = {"kind": kind, "warmup": warm.key, "epoch": ck.epoch, "dim": projector.d, "proj_seed": projector.seed}
+    rows, info = run_cached(dataset, scorer=f"less-grad-{kind}", params=params, identity=warm.base.identity,
+                            compute=compute, plan=plan, ctx=ctx)
+    return unpack_rows(rows, "g"), info
+
+
+@SCORERS.register
+class LessScorer(Scorer):
+    name = "less"
+    description = ("LESS gradient influence on --target samples: LoRA warm-up on 5% of the pool, Adam-preconditioned "
+                   "projected gradients, lr-weighted over checkpoints, max over target subtasks.")
+    defaults = {"warmup_size": 0.05, "epochs": 4, "lr": 2e-4, "warmup_batch_size": 4, "lora_r": 8, "lora_alpha": 32,
+                "target_modules": "q_proj,k_proj,v_proj,o_proj", "dim": 1024, "checkpoints": "all"}
+
+    def warmup_config(self, seed: int) -> WarmupConfig:
+        p = self.params
+        return WarmupConfig(epochs=int(p["epochs"]), lr=float(p["lr"]), batch_size=int(p["warmup_batch_size"]),
+                            lora_r=int(p["lora_r"]), lora_alpha=int(p["lora_alpha"]),
+                            target_modules=str(p["target_modules"]), schedule="linear", seed=int(seed))
+
+    def score(self, dataset: Dataset, ctx: Context) -> ScoreTable:
+        target = ctx.sources.get("target")
+        if target is None or len(target) == 0:
+            raise ConfigError("less needs target samples: pass --target SRC (validation examples of the tasks you "
+                              "tune for; their 'task' field names the subtasks)")
+        cfg = self.warmup_config(ctx.seed)
+        cfg.check()
+        which = parse_checkpoints(self.params["checkpoints"], cfg.epochs)
+        lm = ctx.model
+        warm_idx = warmup_sample(len(dataset), self.params["warmup_size"], ctx.seed)
+        warm = lora_warmup(lm, [dataset[i] for i in warm_idx], cfg, use_cache=ctx.use_cache, progress=ctx.progress,
+                           desc="less warm-up")
+        projector = RademacherProjector(sum(t.numel() for t in warm.checkpoints[0].lora.values()),
+                                        int(self.params["dim"]), seed=ctx.seed)
+        names, task_of = subtasks(list(target))
+        pool_feats, target_feats, infos = [], [], {}
+        for c in which:
+            pool_feats.append(projected_gradients(dataset, warm, c, "adam", projector, ctx)[0])
+            target_feats.append(projected_gradients(target, warm, c, "sgd", projector, ctx)[0])
+        lrs = [warm.checkpoints[c].lr for c in which]
+        per_task = less_influence(pool_feats, target_feats, task_of, len(names), lrs)
+        score = per_task.max(axis=1)
+        in_warmup = np.zeros(len(dataset), dtype=np.int64)
+        in_warmup[warm_idx] = 1
+        parts: dict[str, np.ndarray] = {"best_task": per_task.argmax(axis=1), "warmup": in_warmup}
+        if len(names) > 1:
+            parts.update({f"task:{n}": per_task[:, s] for s, n in enumerate(names)})
+        infos.update({"warmup": describe(warm), "warmup_samples": len(warm_idx), "checkpoints":
+                      [warm.checkpoints[c].epoch for c in which], "checkpoint_lrs": lrs, "subtasks": names,
+                      "targets": len(target), "dim": projector.d, "lora_dim": projector.dim_in})
+        return ScoreTable(dataset.ids, score, parts, info=infos)
