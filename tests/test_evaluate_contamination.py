@@ -59,10 +59,11 @@ def test_threshold_and_ngram_size_matter():
     # a stricter Jaccard threshold than 17/18 drops the near duplicate (its exact 13-grams still match)
     report = check_contamination(_eval_items(), _train(), threshold=0.95)
     assert all(h["kind"] != "near" for h in report.hits.get("e-near", []))
-    # with 30-grams every item is shorter than n and is looked up whole (prompt + answer): the copied question
-    # is followed by a different answer in training, so it no longer counts; the short item copied whole still does
+    # with 30-grams every item is shorter than n and is looked up whole: prompt + answer, or the prompt alone.
+    # e-copy's 22-word question occurs whole in t-copy (found); e-near's 22 words are not all in t-near's 21
+    # (not found, and 17/18 < 0.99 rules out the near duplicate); e-short's question occurs in t-short
     report = check_contamination(_eval_items(), _train(), n=30, threshold=0.99)
-    assert set(report.hits) == {"e-short"}
+    assert set(report.hits) == {"e-copy", "e-short"}
 
 
 def test_bad_options():

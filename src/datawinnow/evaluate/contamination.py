@@ -5,8 +5,9 @@ Two tests between every evaluation item and the training data, on lower-cased wo
 
 - **exact n-gram overlap** (GPT-3 / lm-eval decontamination): the item's text (prompt + reference)
   and a training sample's text (prompt + output) share a word n-gram (n = 13 by default). An item
-  shorter than n words counts when its whole word sequence occurs in a training text, so a short
-  item copied whole is still found.
+  (prompt + reference), or its prompt alone, shorter than n words counts when its whole word
+  sequence occurs in a training text, so a short question copied whole (an ARC question inside a
+  differently formatted training sample) is still found.
 - **near duplicates** (MinHash, datasketch): the item's prompt and a training sample's prompt have an
   estimated Jaccard similarity of their word-shingle sets (3-word shingles) of at least the threshold
   (0.8 by default). MinHash-LSH proposes candidates; each is confirmed with the exact Jaccard, so the
@@ -110,8 +111,10 @@ def check_contamination(eval_items: Dataset | Sequence[Record], train: Dataset |
     for item in eval_items:
         found: dict[str, int] = {}
         toks = words(eval_text(item))
-        if 0 < len(toks) < n:
-            phrase, pos = f" {' '.join(toks)} ", 0
+        prompt_toks = words(item.prompt)
+        short = [t for t in (toks, prompt_toks) if 0 < len(t) < n]
+        for seq in dict.fromkeys(" ".join(t) for t in short):
+            phrase, pos = f" {seq} ", 0
             while (pos := corpus.find(phrase, pos)) >= 0:
                 tid = train_ids[bisect.bisect_right(starts, pos) - 1]
                 found[tid] = found.get(tid, 0) + 1
