@@ -1,0 +1,86 @@
+"""AlpaGasus accuracy rating: a judge rates each (instruction, input, response) for accuracy on 0-5.
+
+``readout=text`` (the paper, as Chasing Random re-implemented it): the judge writes a reply and
+the first digit 0-5 in it is the score. ``readout=expected``: the expected rating sum_k k p_k over
+the probabilities of the tokens "0".."5" at the first generated position (a local judge, or a
+remote one with ``--judge-logprobs``); no generation, and no integer ties.
+
+A reply without a digit 0-5 is an error by default (``on_unparsable=error``); ``drop`` leaves the
+record unscored (NaN, never selected, counted in the table's info). There is no default score.
+The prompt wording is datawinnow's own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.record import Dataset, Record
+from ..errors import ConfigError
+from ..registry import SCORERS
+from .base import Context, Scorer, ScoreTable, run_cached
+from .judging import check_readout, expected_scores, finite_or_nan, first_digit, judge_plan, transcript, unparsable
+
+PROMPT_VERSION = "alpagasus-v1"
+SYSTEM = "You are a meticulous reviewer of training data for AI assistants. You grade strictly and briefly."
+TEMPLATE = (
+    "An AI assistant was given the task below and wrote the answer that follows. Judge how accurate the "
+    "answer is: is it correct, does it do exactly what the task asks, and is it free of mistakes and "
+    "invented facts?\n\n"
+    "Grade it with one whole number from 0 to 5: 0 = wrong or unusable, 1 = mostly wrong, 2 = partly "
+    "correct with serious problems, 3 = acceptable with clear flaws, 4 = accurate with minor issues, "
+    "5 = fully accurate and complete.\n"
+    "Put the grade alone on the first line; give a one-sentence reason on the second line.\n\n"
+    "=== Task ===\n{task}\n\n"
+    "=== Answer ===\n{answer}\n\n"
+    "Grade (0-5):"
+)
+DIGITS = "012345"
+ON_UNPARSABLE = ("error", "drop")
+
+
+def alpagasus_conversation(record: Record) -> list[dict[str, str]]:
+    task, answer = transcript(record)
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": TEMPLATE.format(task=task, answer=answer)}]
+
+
+@SCORERS.register
+class AlpagasusScorer(Scorer):
+    name = "alpagasus"
+    description = "Judge's accuracy rating 0-5 of (instruction, input, response) (AlpaGasus); readout=text|expected."
+    defaults = {"readout": "text", "max_tokens": 32, "on_unparsable": "error"}
+
+    def score(self, dataset: Dataset, ctx: Context) -> ScoreTable:
+        readout, on_bad = self.params["readout"], self.params["on_unparsable"]
+        if on_bad not in ON_UNPARSABLE:
+            raise ConfigError(f"alpagasus: on_unparsable must be one of {', '.join(ON_UNPARSABLE)}, got '{on_bad}'")
+        max_tokens = int(self.params["max_tokens"])
+        if max_tokens < 1:
+            raise ConfigError(f"alpagasus: max_tokens must be >= 1, got {max_tokens}")
+        judge = ctx.judge
+        check_readout(readout, judge, self.name)
+
+        def compute(batch: list[Record]) -> list[dict]:
+            convs = [alpagasus_conversation(r) for r in batch]
+            if readout == "expected":
+                scores, probs = expected_scores(judge, convs, range(6))
+                return [{"rating": float(s), "p_max": float(p.max())} for s, p in zip(scores, probs)]
+            rows = []
+            for r, reply in zip(batch, judge.chat(convs, max_tokens=max_tokens, temperature=0.0)):
+                value = first_digit(reply, DIGITS)
+                if value is None and on_bad == "error":
+                    raise unparsable(self.name, r, reply)
+                rows.append({"rating": None if value is None else float(value), "reply": reply[:200]})
+            return rows
+
+        params = {"prompt": PROMPT_VERSION, "readout": readout,
+                  **({"max_tokens": max_tokens} if readout == "text" else {})}
+        rows, info = run_cached(dataset, scorer=self.name, params=params, identity=judge.identity, compute=compute,
+                                plan=judge_plan(judge, ctx), ctx=ctx)
+        rating = finite_or_nan([r["rating"] for r in rows])
+        if on_bad == "error":
+            for rec, row in zip(dataset, rows):  # unscored rows cached by an earlier on_unparsable=drop run
+                if row["rating"] is None:
+                    raise unparsable(self.name, rec, row.get("reply", ""))
+        info = {**info, "readout": readout, "judge": judge.identity, "unscored": int(np.isnan(rating).sum())}
+        return ScoreTable(dataset.ids, rating, {}, info=info)
