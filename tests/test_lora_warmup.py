@@ -115,3 +115,13 @@ def test_bad_options_are_config_errors(tiny_lm, records):
         lora_warmup(tiny_lm, records, WarmupConfig(schedule="cosine"), use_cache=False, progress=False)
     with pytest.raises(ConfigError, match="cannot put LoRA on target_modules='nope'"):
         lora_warmup(tiny_lm, records, WarmupConfig(target_modules="nope"), use_cache=False, progress=False)
+
+
+def test_completion_loss_equals_the_models_own_loss(tiny_lm, records):
+    from datawinnow.scores.lora_warmup import build_lora_model, completion_loss
+
+    model, _ = build_lora_model(tiny_lm, WarmupConfig())
+    batch = collate([training_pair(tiny_lm, r) for r in records[:3]], tiny_lm.tokenizer.pad_token_id)
+    with torch.no_grad():
+        # transformers' loss: full logits, shifted labels, mean over every labelled token of the batch
+        torch.testing.assert_close(completion_loss(model, batch), model(**batch).loss, rtol=1e-5, atol=1e-6)

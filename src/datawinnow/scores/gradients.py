@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .lora_warmup import Checkpoint, WarmupResult, collate, training_pair
+from .lora_warmup import Checkpoint, WarmupResult, collate, completion_loss, training_pair
 
 
 def flat_state(checkpoint: Checkpoint, names: Sequence[str], which: str) -> torch.Tensor:
@@ -32,7 +32,7 @@ def example_gradient(result: WarmupResult, record) -> torch.Tensor:
     batch = {k: v.to(lm.device) for k, v in batch.items()}
     params = result.parameters()
     with torch.enable_grad():
-        loss = model(**batch).loss
+        loss = completion_loss(model, batch)
         grads = torch.autograd.grad(loss, params)
     return torch.cat([g.reshape(-1).float() for g in grads]).cpu()
 
