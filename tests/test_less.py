@@ -136,6 +136,8 @@ def test_options():
         parse_checkpoints("5", 4)
     assert len(warmup_sample(175, 0.05, 0)) == 9 and warmup_sample(175, 0.05, 0) == warmup_sample(175, 0.05, 0)
     assert len(warmup_sample(175, 20, 0)) == 20
+    with pytest.raises(ConfigError, match=r"less: warmup_size: budget fraction 1.5 is outside \(0, 1\]"):
+        warmup_sample(175, 1.5, 0)
 
 
 SMALL = {"epochs": 2, "lr": 0.01, "warmup_size": 4, "dim": 256}

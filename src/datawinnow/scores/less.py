@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data.record import Dataset, Record
-from ..errors import ConfigError
+from ..errors import BudgetError, ConfigError
 from ..registry import SCORERS
 from ..select.budget import resolve_budget
 from .base import Context, Scorer, ScoreTable, run_cached
@@ -32,12 +32,15 @@ from .projection import RademacherProjector
 from .vectors import pack, unit_rows, unpack_rows
 
 NO_TASK = "all"
-BUFFER_BYTES = 512 * 2**20  # gradient rows held before one projection pass
+BUFFER_BYTES = 512 * 2**20  # at most this many bytes of gradient rows (and 64 rows) per projection pass
 
 
 def warmup_sample(n: int, size: float | int | str, seed: int) -> list[int]:
     """Seeded random indices for the warm-up set (a fraction of the pool or a count), in pool order."""
-    k = resolve_budget(size, n)
+    try:
+        k = resolve_budget(size, n)
+    except BudgetError as e:
+        raise ConfigError(f"less: warmup_size: {e}") from None
     return sorted(np.random.default_rng([int(seed), 5]).permutation(n)[:k].tolist())
 
 
@@ -95,7 +98,7 @@ def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: 
     m = v = None
     if kind == "adam":
         m, v = flat_state(ck, warm.names, "exp_avg"), flat_state(ck, warm.names, "exp_avg_sq")
-    rows_per_pass = int(min(256, max(8, BUFFER_BYTES // (4 * projector.dim_in))))
+    rows_per_pass = int(min(64, max(8, BUFFER_BYTES // (4 * projector.dim_in))))
 
     def plan(todo: list[Record]):
         return [list(range(k, min(k + rows_per_pass, len(todo)))) for k in range(0, len(todo), rows_per_pass)]
