@@ -196,3 +196,26 @@ def test_cli_errors_are_one_line(tiny_model_dir, tmp_path, capsys):
     assert main(["evaluate", "--model", tiny_model_dir, "--suite", "arc_easy", "--limit", "0",
                  "--out", str(tmp_path / "x.json")]) == 2
     assert "--limit must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_judge_suites_with_local_judge(tiny_model_dir, tmp_path, capsys):
+    # the tiny random model as a local judge: its rubric replies are not parseable (items fail, no default
+    # score); the win rate reads its token probabilities over "A"/"B" in both orders
+    out = tmp_path / "j.json"
+    rc = main(["evaluate", "--model", tiny_model_dir, "--suite", "rubric", "--suite", "winrate", "--limit", "2",
+               "--max-new-tokens", "4", "--judge", "local", "--quiet", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads(out.read_text())
+    rub = res["suites"]["rubric"]
+    assert rub["summary"]["n"] + rub["summary"]["n_failed"] == 2
+    assert all(("error" in r) != ("mean" in r) for r in rub["items"])
+    win = res["suites"]["winrate"]
+    assert win["info"]["verdicts_from"] == "token probabilities"
+    assert 0.0 <= win["summary"]["win_rate"] <= 100.0
+    assert all(0.0 <= r["model_first"] <= 1.0 for r in win["items"])
+
+
+def test_cli_judge_suite_without_judge(tiny_model_dir, tmp_path, capsys):
+    rc = main(["evaluate", "--model", tiny_model_dir, "--suite", "winrate", "--limit", "1", "--max-new-tokens", "2",
+               "--quiet", "--out", str(tmp_path / "x.json")])
+    assert rc == 2 and "this suite needs a judge: pass --judge local" in capsys.readouterr().err

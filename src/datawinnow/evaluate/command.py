@@ -66,9 +66,7 @@ def add_parser(sub, formatter, add_model_options: Callable[[argparse.ArgumentPar
                    help="win rate from the judge's reply text even when it can read token probabilities")
     from ..backends import judge as judge_backend
 
-    add_judge = getattr(judge_backend, "add_judge_options", None)  # the judge backend's own options (--judge ...)
-    if add_judge is not None:
-        add_judge(p)
+    judge_backend.add_judge_options(p)  # the judge backend's own options (--judge, --judge-model, --judge-url, ...)
     g = p.add_argument_group("multiple choice and lm-eval")
     g.add_argument("--mc-template", default="chat", choices=["chat", "plain"],
                    help="chat: question as the user turn, choice as the answer; plain: 'Question: ...\\nAnswer: choice'")
@@ -156,11 +154,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _judge(judge_backend, args):
-    from_args = getattr(judge_backend, "judge_from_args", None)
-    if from_args is None:
-        raise ConfigError("this suite needs a judge, and this installation's judge backend "
-                          "(datawinnow.backends.judge) has no judge_from_args")
-    judge = from_args(args)
+    judge = judge_backend.judge_from_args(args)
     if judge is None:
-        raise ConfigError("this suite needs a judge: pass --judge (see 'datawinnow evaluate --help')")
+        raise ConfigError("this suite needs a judge: pass --judge local (a causal LM; --judge-model, default "
+                          "--model) or --judge remote with --judge-url and --judge-model")
     return judge
