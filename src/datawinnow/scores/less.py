@@ -1,7 +1,8 @@
 """LESS: gradient-based influence of each pool sample on a set of target (validation) samples.
 
-1. Warm up LoRA on a seeded random ``warmup_size`` of the pool (5%; the paper trains 4 epochs),
-   one checkpoint per epoch (:mod:`.lora_warmup`).
+1. Warm up LoRA on a seeded random ``warmup_size`` of the pool (5%), one checkpoint per epoch
+   (:mod:`.lora_warmup`). The paper trains 4 epochs; the default is 2 because every checkpoint costs
+   one gradient pass over pool and targets (``epochs=4`` reproduces the paper).
 2. At each checkpoint c, per-example LoRA gradients at batch size 1 (:mod:`.gradients`): for pool
    samples Adam's update direction Gamma from the checkpoint's moments (no bias correction), for
    target samples the plain gradient.
@@ -123,7 +124,7 @@ class LessScorer(Scorer):
     name = "less"
     description = ("LESS gradient influence on --target samples: LoRA warm-up on 5% of the pool, Adam-preconditioned "
                    "projected gradients, lr-weighted over checkpoints, max over target subtasks.")
-    defaults = {"warmup_size": 0.05, "epochs": 4, "lr": 2e-4, "warmup_batch_size": 4, "lora_r": 8, "lora_alpha": 32,
+    defaults = {"warmup_size": 0.05, "epochs": 2, "lr": 2e-4, "warmup_batch_size": 4, "lora_r": 8, "lora_alpha": 32,
                 "target_modules": "q_proj,k_proj,v_proj,o_proj", "dim": 1024, "checkpoints": "all"}
 
     def warmup_config(self, seed: int) -> WarmupConfig:
