@@ -178,7 +178,7 @@ def test_cli_select_and_score(tiny_model_dir, tmp_path, targets):
 
 @pytest.mark.slow
 def test_less_on_smollm2(smollm2, targets):
-    pool = datawinnow.load("bundled:self_instruct_seed_tasks")[:20]
+    pool = datawinnow.load("bundled:self_instruct_seed_tasks")[:12]
     sel = datawinnow.select(pool, "less", 2, params={"epochs": 2, "warmup_size": 4, "dim": 512},
                             ctx=Context(model=smollm2, progress=False, sources={"target": targets}))
     info = sel.info["scoring"]
