@@ -154,8 +154,10 @@ def test_pipeline_on_tiny_model(tiny_lm, pool, targets):
     per_task = np.stack([table.parts[f"task:{n}"] for n in info["subtasks"]], axis=1)
     np.testing.assert_allclose(table.score, per_task.max(axis=1))
     assert sel.selected == [table.ids[int(np.argmax(table.score))]]
-    # unit-normalised features: each influence is bounded by the sum of the lrs
-    assert np.all(np.abs(table.score) <= sum(info["checkpoint_lrs"]) + 1e-6)
+    # unit-normalised features and lr weights scaled to sum 1: each score is a weighted mean cosine
+    lrs = info["checkpoint_lrs"]
+    assert info["checkpoint_weights"] == pytest.approx([lr / sum(lrs) for lr in lrs])
+    assert np.all(np.abs(table.score) <= 1 + 1e-6)
     with pytest.raises(ConfigError, match="less needs target samples: pass --target SRC"):
         datawinnow.select(pool, "less", 2, params=SMALL, ctx=Context(model=tiny_lm, progress=False))
 

@@ -8,7 +8,8 @@
    target samples the plain gradient.
 3. A seeded Rademacher projection to ``dim`` dimensions (:mod:`.projection`), then unit norm.
 4. score(z) = max over target subtasks s of  sum_c lr_c * mean_{z' in s} <Gamma_c(z), g_c(z')>,
-   with lr_c the mean learning rate of epoch c. Subtasks come from the targets' ``task`` field
+   with lr_c the mean learning rate of epoch c, scaled so the lr_c sum to 1 (the same ranking as
+   LESS; a score is then a weighted mean cosine in [-1, 1] instead of a number of order 1e-4). Subtasks come from the targets' ``task`` field
    (records without one form a single subtask).
 
 Projected gradients are cached per record (one store per checkpoint and kind), so interrupted
@@ -153,7 +154,11 @@ class LessScorer(Scorer):
             pool_feats.append(projected_gradients(dataset, warm, c, "adam", projector, ctx)[0])
             target_feats.append(projected_gradients(target, warm, c, "sgd", projector, ctx)[0])
         lrs = [warm.checkpoints[c].lr for c in which]
-        per_task = less_influence(pool_feats, target_feats, task_of, len(names), lrs)
+        if not sum(lrs) > 0:
+            raise ConfigError("less: the warm-up's checkpoints have zero learning rate (more steps or a lower warmup_ratio)")
+        # lr weights scaled to sum 1: the ranking is LESS's, and a score is a weighted mean cosine in [-1, 1]
+        weights = [lr / sum(lrs) for lr in lrs]
+        per_task = less_influence(pool_feats, target_feats, task_of, len(names), weights)
         score = per_task.max(axis=1)
         in_warmup = np.zeros(len(dataset), dtype=np.int64)
         in_warmup[warm_idx] = 1
@@ -161,6 +166,6 @@ class LessScorer(Scorer):
         if len(names) > 1:
             parts.update({f"task:{n}": per_task[:, s] for s, n in enumerate(names)})
         infos.update({"warmup": describe(warm), "warmup_samples": len(warm_idx), "checkpoints":
-                      [warm.checkpoints[c].epoch for c in which], "checkpoint_lrs": lrs, "subtasks": names,
+                      [warm.checkpoints[c].epoch for c in which], "checkpoint_lrs": lrs, "checkpoint_weights": weights, "subtasks": names,
                       "targets": len(target), "dim": projector.d, "lora_dim": projector.dim_in})
         return ScoreTable(dataset.ids, score, parts, info=infos)

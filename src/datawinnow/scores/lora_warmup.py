@@ -228,7 +228,7 @@ def lora_warmup(lm: CausalLM, records: Sequence[Record], cfg: WarmupConfig | Non
     bs = int(cfg.batch_size)
     steps_per_epoch = math.ceil(len(pairs) / bs)
     total = steps_per_epoch * int(cfg.epochs)
-    warm = int(math.ceil(float(cfg.warmup_ratio) * total))
+    warm = int(float(cfg.warmup_ratio) * total)  # rounded down: a run of a few steps gets no lr-0 first step
     sched = (get_linear_schedule_with_warmup(opt, warm, total) if cfg.schedule == "linear"
              else get_constant_schedule_with_warmup(opt, warm))
 
