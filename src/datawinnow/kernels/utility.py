@@ -1,0 +1,274 @@
+"""The DELIFT utility kernel, teacher-forced, with the example's KV cache reused across targets.
+
+For a target ``i`` and an in-context example ``j`` (SPEC section 3)::
+
+    UF[i, j] = d(y_i | x_i) - d(y_i | x_j, y_j, x_i),   d = ||p - 1||_2 / sqrt(T)
+
+where ``p_t`` is the probability of the ground-truth response token ``y_t`` (teacher forcing, the
+``T`` response tokens only). Positive: the example helps the model produce ``y_i``.
+
+Prompts (DELIFT's teacher-forced reference; plain text, no chat template, after the start marker)::
+
+    no example:   "Instruction: Please generate a response to the following query.\\n\\n\\nQuery: {x_i}\\n" + y_i
+    with example: "Instruction:\\nUse the following example as a guide ...\\n\\n\\nExample:\\n{x_j}\\n{y_j}"
+                  + "\\n\\n\\nQuery:\\n{x_i}\\n" + y_i
+
+Cost reducers: the example comes first, so its prefix is encoded once (``past_key_values``) and
+shared, expanded without copying, by length-sorted batches of targets; logits are computed only
+at response positions. Dense mode scores all pairs, sparse mode each target against its ``k``
+nearest examples (indices given by the caller, e.g. from sentence embeddings). Kernel rows (one
+per example) are stored by block in a :class:`~datawinnow.kernels.store.KernelStore`, so a killed
+run resumes at the block it was in.
+
+The kernel returned is candidate-major: ``K[j, i] = UF[i, j]`` (stored row = example).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..backends.causal_lm import LOGIT_CHUNK, Pair, length_sorted_batches, truncate_pair
+from ..cache import stable_hash
+from ..data.record import Record
+from ..errors import ConfigError, DataError
+from .store import KernelStore, build_blocked, storage_dtype
+
+NO_EXAMPLE_HEAD = "Instruction: Please generate a response to the following query.\n\n\nQuery: "
+EXAMPLE_HEAD = ("Instruction:\nUse the following example as a guide to answer the query in the same format and "
+                "style, providing a clear and concise response.\n\n\nExample:\n")
+QUERY_AFTER_EXAMPLE = "\n\n\nQuery:\n"
+PROMPT_VERSION = "delift-tf-1"
+MODES = ("dense", "sparse")
+
+
+def distance(logprobs: np.ndarray) -> float:
+    """d = ||p - 1||_2 / sqrt(T) from per-token log-probabilities (0: every token certain)."""
+    p = np.exp(np.asarray(logprobs, dtype=np.float64))
+    return float(np.sqrt(np.mean((p - 1.0) ** 2))) if len(p) else float("nan")
+
+
+@dataclass
+class UtilityTokens:
+    """Token pieces of DELIFT's two prompt forms for one model; parts are tokenized separately and
+    joined, so the response span is exact and both forms score exactly the same response tokens."""
+
+    lm: Any
+    _targets: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    _examples: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        enc = self.lm.encode
+        self.start = self.lm.start_ids()
+        self.no_example_head = enc(NO_EXAMPLE_HEAD)
+        self.example_head = enc(EXAMPLE_HEAD)
+        self.query_head = enc(QUERY_AFTER_EXAMPLE)
+        self.newline = enc("\n")
+        self.max_length = self.lm.max_length
+
+    def target(self, r: Record) -> tuple[list[int], list[int]]:
+        """(query ids, response ids) of a target, truncated like the backend's pairs."""
+        key = r.content_key()
+        if key not in self._targets:
+            if not r.output.strip():
+                raise DataError(f"record '{r.id}' has an empty response; the utility kernel needs one",
+                                field="output")
+            room = max(2, self.max_length - len(self.start) - len(self.no_example_head) - len(self.newline))
+            p = truncate_pair(self.lm.encode(r.prompt), self.lm.encode(r.output), room)
+            self._targets[key] = (p.prompt, p.response)
+        return self._targets[key]
+
+    def example(self, r: Record) -> list[int]:
+        """The example prefix: start marker, instruction, the example's prompt and response (capped)."""
+        key = r.content_key()
+        if key not in self._examples:
+            body = self.lm.encode(f"{r.prompt}\n{r.output}")[: self.max_length]
+            self._examples[key] = self.start + self.example_head + body
+        return self._examples[key]
+
+    def target_part(self, r: Record) -> tuple[list[int], list[int]]:
+        """What follows the example prefix: (query part ids, response ids)."""
+        q, resp = self.target(r)
+        return self.query_head + q + self.newline, resp
+
+    def no_example_pair(self, r: Record) -> Pair:
+        q, resp = self.target(r)
+        return Pair(self.start + self.no_example_head + q + self.newline, resp)
+
+    def with_example_pair(self, target: Record, example: Record) -> Pair:
+        """The full [example; query; response] sequence (what the reference re-encodes per pair)."""
+        q, resp = self.target_part(target)
+        return Pair(self.example(example) + q, resp)
+
+
+def _head_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+    for k in range(0, len(targets), LOGIT_CHUNK):
+        logits = head(hidden[k:k + LOGIT_CHUNK]).float()
+        out[k:k + LOGIT_CHUNK] = torch.log_softmax(logits, dim=-1).gather(1, targets[k:k + LOGIT_CHUNK, None]).squeeze(1)
+    return out
+
+
+@torch.inference_mode()
+def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int], list[int]]], *,
+                          batch_size: int = 8) -> list[np.ndarray]:
+    """log p(y_t) of each part's response given ``prefix + query part``, the prefix encoded once.
+
+    The prefix's KV cache is computed once, then expanded (a view, no copy) to each length-sorted
+    batch of targets; the batch is right-padded, so positions continue from the prefix unchanged.
+    """
+    from transformers import DynamicCache
+
+    if not parts:
+        return []
+    backbone, head = lm._backbone_and_head()
+    config = lm._unwrapped().config
+    dev = lm.device
+    past = backbone(input_ids=torch.tensor([prefix], device=dev), use_cache=True).past_key_values
+    kv = [(layer.keys, layer.values) for layer in past.layers]
+    lp = len(prefix)
+    pad = lm.tokenizer.pad_token_id
+    out: list[np.ndarray | None] = [None] * len(parts)
+    for idx in length_sorted_batches([len(q) + len(r) for q, r in parts], batch_size):
+        b = len(idx)
+        width = max(len(parts[i][0]) + len(parts[i][1]) for i in idx)
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        mask = torch.zeros((b, lp + width), dtype=torch.long)
+        mask[:, :lp] = 1
+        pred = torch.zeros((b, width), dtype=torch.bool)
+        for row, i in enumerate(idx):
+            q, r = parts[i]
+            ids[row, :len(q) + len(r)] = torch.tensor(q + r)
+            mask[row, lp:lp + len(q) + len(r)] = 1
+            pred[row, len(q) - 1:len(q) - 1 + len(r)] = True
+        cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv],
+                             config=config)
+        hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev), past_key_values=cache,
+                          use_cache=True).last_hidden_state
+        targets = torch.cat([torch.tensor(parts[i][1], dtype=torch.long) for i in idx]).to(dev)
+        vals = _head_logprobs(head, hidden[pred.to(dev)], targets).cpu().numpy()
+        pos = 0
+        for i in idx:
+            n = len(parts[i][1])
+            out[i] = vals[pos:pos + n].copy()
+            pos += n
+    return out  # type: ignore[return-value]
+
+
+@torch.inference_mode()
+def full_logprobs(lm, pair: Pair) -> np.ndarray:
+    """The obvious computation: one uncached forward pass over the whole sequence, full logits."""
+    ids = torch.tensor([pair.prompt + pair.response], device=lm.device)
+    logits = lm.model(input_ids=ids).logits[0].float()
+    lp = torch.log_softmax(logits, dim=-1)
+    start = len(pair.prompt)
+    pos = torch.arange(start - 1, start - 1 + len(pair.response), device=lm.device)
+    return lp[pos, torch.tensor(pair.response, device=lm.device)].cpu().numpy()
+
+
+def utility_pair_reference(lm, target: Record, example: Record, tokens: UtilityTokens | None = None) -> float:
+    """UF[i, j] for one pair the slow way: both sequences re-encoded from scratch, full logits.
+
+    The baseline of ``benchmarks/delift_kernel.py`` and the reference of the tests.
+    """
+    tokens = tokens or UtilityTokens(lm)
+    base = distance(full_logprobs(lm, tokens.no_example_pair(target)))
+    return base - distance(full_logprobs(lm, tokens.with_example_pair(target, example)))
+
+
+@dataclass
+class UtilityKernel:
+    matrix: Any  # candidate-major raw UF: [n_examples, n_targets], dense array/memmap or CSR
+    base: np.ndarray  # d(y_i | x_i) per target
+    info: dict
+
+
+def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *, mode: str = "dense",
+                   neighbour_idx: np.ndarray | None = None, batch_size: int = 8, block_size: int = 8,
+                   storage: str = "float32", use_cache: bool = True, progress: bool = True) -> UtilityKernel:
+    """The raw utility kernel ``K[j, i] = UF[target i, example j]``.
+
+    ``mode="sparse"`` needs ``neighbour_idx`` ``[n_targets, k]``: the examples each target is scored
+    against (the rest of its column stays empty). ``block_size`` examples form one cached block.
+    """
+    import time
+
+    if mode not in MODES:
+        raise ConfigError(f"kernel must be one of {', '.join(MODES)}, got '{mode}'")
+    if block_size < 1 or batch_size < 1:
+        raise ConfigError("block_size and batch_size must be >= 1")
+    dt = storage_dtype(storage)
+    n_t, n_e = len(targets), len(examples)
+    tokens = UtilityTokens(lm)
+    for r in targets:
+        tokens.target(r)  # validates responses before any model work
+    lists: list[list[int]] = []
+    if mode == "sparse":
+        if neighbour_idx is None:
+            raise ConfigError("the sparse utility kernel needs each target's nearest examples (neighbour_idx)")
+        neighbour_idx = np.asarray(neighbour_idx, dtype=np.int64)
+        if neighbour_idx.shape[0] != n_t:
+            raise ConfigError(f"neighbour_idx has {neighbour_idx.shape[0]} rows for {n_t} targets")
+        lists = [[] for _ in range(n_e)]
+        for i, row in enumerate(neighbour_idx):
+            for j in dict.fromkeys(int(x) for x in row):  # unique, in order
+                lists[j].append(i)
+    meta = {
+        "prompts": PROMPT_VERSION, "model": lm.identity, "max_length": lm.max_length, "mode": mode,
+        "storage": storage, "targets": stable_hash([r.content_key() for r in targets]),
+        "examples": stable_hash([r.content_key() for r in examples]), "block_size": block_size,
+        "neighbours": None if mode == "dense" else stable_hash(neighbour_idx.tolist()),
+    }
+    store = KernelStore("utility", meta) if use_cache else None
+    t0 = time.perf_counter()
+
+    base = store.load_vector("base") if store is not None else None
+    if base is None or len(base) != n_t:
+        from ..scores.base import progress_bar
+
+        pairs = [tokens.no_example_pair(r) for r in targets]
+        base = np.zeros(n_t, dtype=np.float64)
+        with progress_bar(n_t, "utility d(y|x)", progress) as bar:
+            for idx in length_sorted_batches([len(p) for p in pairs], batch_size):
+                for i, lp in zip(idx, lm.response_logprobs([pairs[i] for i in idx])):
+                    base[i] = distance(lp)
+                bar.update(len(idx))
+        if store is not None:
+            store.save_vector("base", base)
+    t_base = time.perf_counter() - t0
+
+    all_parts = [tokens.target_part(r) for r in targets]
+
+    def compute(s: int, e: int):
+        if mode == "dense":
+            block = np.empty((e - s, n_t), dtype=np.float32)
+            for j in range(s, e):
+                lps = logprobs_after_prefix(lm, tokens.example(examples[j]), all_parts, batch_size=batch_size)
+                block[j - s] = base - np.array([distance(lp) for lp in lps])
+            return block, (e - s) * n_t
+        rows, cols, vals = [], [], []
+        for j in range(s, e):
+            if not lists[j]:
+                continue
+            lps = logprobs_after_prefix(lm, tokens.example(examples[j]), [all_parts[i] for i in lists[j]],
+                                        batch_size=batch_size)
+            rows += [j - s] * len(lists[j])
+            cols += lists[j]
+            vals += [base[i] - distance(lp) for i, lp in zip(lists[j], lps)]
+        return (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(vals, dtype=np.float32)), len(vals)
+
+    def units_in(s: int, e: int) -> int:
+        return (e - s) * n_t if mode == "dense" else sum(len(lists[j]) for j in range(s, e))
+
+    total = units_in(0, n_e)
+    t1 = time.perf_counter()
+    matrix = build_blocked(store, shape=(n_e, n_t), block_size=block_size, compute=compute, sparse=mode == "sparse",
+                           dtype=dt, progress=progress, desc="utility kernel", total_units=total, units_in=units_in)
+    seconds = time.perf_counter() - t1
+    info = {"kernel": "utility", "mode": mode, "pairs": total, "targets": n_t, "examples": n_e,
+            "seconds_base": round(t_base, 3), "seconds_pairs": round(seconds, 3),
+            "cache_dir": str(store.dir) if store is not None else None}
+    return UtilityKernel(matrix, base, info)
