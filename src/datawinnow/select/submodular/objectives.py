@@ -27,6 +27,7 @@ where a missing entry means similarity 0 (a k-NN graph).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -127,8 +128,13 @@ class Objective:
 
     # --------------------------------------------------------------- state
     def reset(self) -> None:
+        import torch
+
         self.cover = self.floor.copy()
         self.selected: list[int] = []
+        self._torch_dtype = torch.float64 if self.dtype == np.float64 else torch.float32
+        self._cover_t = torch.from_numpy(self.cover)  # shares memory with self.cover
+        self._cap_t = None if self.cap is None else torch.from_numpy(self.cap)
 
     @property
     def value(self) -> float:
@@ -136,14 +142,14 @@ class Objective:
 
     def evaluate(self, picks) -> float:
         """f(picks) from scratch (does not touch the current state)."""
-        saved, saved_sel = self.cover, self.selected
+        saved, saved_sel, saved_t = self.cover, self.selected, self._cover_t
         try:
             self.reset()
             for j in picks:
                 self.add(int(j))
             return self.value
         finally:
-            self.cover, self.selected = saved, saved_sel
+            self.cover, self.selected, self._cover_t = saved, saved_sel, saved_t
 
     # --------------------------------------------------------------- gains
     def gains(self, idx: np.ndarray | None = None) -> np.ndarray:
@@ -160,13 +166,23 @@ class Objective:
         return np.concatenate(out) if out else np.zeros(0)
 
     def _dense_block_gains(self, block: np.ndarray) -> np.ndarray:
+        # The element-wise part runs in torch (multi-threaded, in place); the row sums in numpy, whose
+        # per-row pairwise summation does not depend on how many rows a block has, so a candidate's
+        # gain is bit-for-bit the same whether it is evaluated alone (lazy) or with all others (naive).
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only memmaps: we never write through them
+            t = torch.from_numpy(np.asarray(block))
+        if t.dtype != self._torch_dtype:
+            t = t.to(self._torch_dtype)
         if self.cap is not None:
-            block = np.minimum(block, self.cap, dtype=self.dtype)
-            block -= self.cover
+            t = torch.minimum(t, self._cap_t)
+            t.sub_(self._cover_t)
         else:
-            block = np.subtract(block, self.cover, dtype=self.dtype)
-        np.maximum(block, 0, out=block)
-        return block.sum(axis=1).astype(np.float64)
+            t = torch.sub(t, self._cover_t)
+        t.clamp_min_(0)
+        return t.numpy().sum(axis=1).astype(np.float64)
 
     def _sparse_gains(self, idx: np.ndarray | None) -> np.ndarray:
         sub = self.C if idx is None else self.C[np.asarray(idx, dtype=np.int64)]
