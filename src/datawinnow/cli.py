@@ -38,7 +38,14 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_judge_options(p: argparse.ArgumentParser) -> None:
+    from .backends.judge import add_judge_options
+
+    add_judge_options(p)
+
+
 def _context(args: argparse.Namespace, sources: dict | None = None):
+    from .backends.judge import judge_spec_from_args
     from .data.prompts import system_from_cli
     from .scores.base import Context
 
@@ -49,7 +56,8 @@ def _context(args: argparse.Namespace, sources: dict | None = None):
         model = f"{model}+{args.adapter}"
     return Context(model=model, embedder=args.embedder, device=args.device, dtype=args.dtype,
                    system=system_from_cli(args.system), max_length=args.max_length, batch_size=args.batch_size,
-                   use_cache=not args.no_cache, progress=not args.quiet, seed=args.seed, sources=sources or {})
+                   use_cache=not args.no_cache, progress=not args.quiet, seed=args.seed, sources=sources or {},
+                   judge=judge_spec_from_args(args))
 
 
 def _param_help(registry_name: str) -> str:
@@ -78,9 +86,10 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- score
 def cmd_score(args: argparse.Namespace) -> int:
     from .api import score
+    from .data import load
     from .params import parse_params
 
-    ctx = _context(args)
+    ctx = _context(args, {"target": load(args.target)} if getattr(args, "target", None) else None)
     t0 = time.perf_counter()
     table = score(args.src, args.scorer, params=parse_params(args.param), out=args.out, ctx=ctx)
     print(f"scored {len(table.ids)} records with {args.scorer} in {time.perf_counter() - t0:.1f} s -> {args.out}")
@@ -105,6 +114,11 @@ def cmd_select(args: argparse.Namespace) -> int:
         if issubclass(w.category, UserWarning):
             print(f"warning: {w.message}", file=sys.stderr)
     print(selection_summary(sel, dataset, seconds=time.perf_counter() - t0, out=args.out))
+    if getattr(args, "plot", None):
+        from .select.plot import plot_selection
+
+        used = plot_selection(dataset, sel.selected, args.plot, ctx=ctx, seed=args.seed)
+        print(f"  map:      {args.plot} ({used})")
     return 0
 
 
@@ -157,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--scorer", required=True, help="scorer name (see 'datawinnow methods')")
     p_score.add_argument("--param", action="append", metavar="KEY=VALUE", help=_param_help("methods"))
     p_score.add_argument("--out", required=True, help="scores as JSONL: id, score, and the scorer's parts")
+    p_score.add_argument("--target", default=None, help="target-task samples, for task-specific scorers (less)")
     _add_model_options(p_score)
+    _add_judge_options(p_score)
     p_score.set_defaults(func=cmd_score)
 
     p_sel = sub.add_parser("select", help="select a subset and write it with its manifest", formatter_class=_Formatter,
@@ -172,12 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--columns", default=None, help="column map (JSON file or inline JSON)")
     p_sel.add_argument("--target", default=None, help="target-task samples, for task-specific methods")
     p_sel.add_argument("--existing", default=None, help="data the model was already tuned on, for continual methods")
+    p_sel.add_argument("--plot", default=None, metavar="PATH",
+                       help="also draw a 2-D map of the pool's sentence embeddings with the selection highlighted "
+                            "(UMAP if installed, else PCA; needs matplotlib)")
     _add_model_options(p_sel)
+    _add_judge_options(p_sel)
     p_sel.set_defaults(func=cmd_select)
 
     p_m = sub.add_parser("methods", help="list selection methods and scorers", formatter_class=_Formatter)
     p_m.add_argument("-v", "--verbose", action="store_true", help="also show each one's parameters and defaults")
     p_m.set_defaults(func=cmd_methods)
+
+    from .train.cli import add_delia_parser, add_train_parser  # train/delia commands live with their code
+    add_train_parser(sub, _Formatter)
+    add_delia_parser(sub, _Formatter)
+
+    from .evaluate.command import add_parser as add_evaluate_parser  # evaluate lives with its code
+    add_evaluate_parser(sub, _Formatter, _add_model_options)
     return parser
 
 

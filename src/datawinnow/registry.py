@@ -56,6 +56,11 @@ class Registry:
 SCORERS = Registry("scorer", [
     "datawinnow.scores.length",
     "datawinnow.scores.ifd",
+    "datawinnow.scores.cherry",
+    "datawinnow.scores.less",
+    "datawinnow.scores.alpagasus",
+    "datawinnow.scores.deita",
+    "datawinnow.scores.selectit",
 ])
 
 # one line per selection-method module
@@ -63,4 +68,15 @@ METHODS = Registry("method", [
     "datawinnow.select.methods.random",
     "datawinnow.select.methods.longest",
     "datawinnow.select.methods.ifd",
+    "datawinnow.select.methods.cherry",
+    "datawinnow.select.methods.less",
+    "datawinnow.select.methods.alpagasus",
+    "datawinnow.select.methods.deita",
+    "datawinnow.select.methods.selectit",
+    "datawinnow.select.methods.delift",
+])
+
+# one line per evaluation-suite module (datawinnow evaluate --suite NAME)
+SUITES = Registry("evaluation suite", [
+    "datawinnow.evaluate.suites",
 ])

@@ -116,9 +116,27 @@ class CausalLM:
         if not local:
             ident = f"{name}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
         if adapter:
+            tokenizer = cls._adapter_tokenizer(model, tokenizer, adapter)
             model, ident = cls._apply_adapter(model, adapter, ident)
         model.to(dev)
         return cls(model, tokenizer, identity=f"{ident}|{dtype_name(dt)}", system=system, max_length=max_length)
+
+    @staticmethod
+    def _adapter_tokenizer(model, tokenizer, adapter: str):
+        """The adapter's own tokenizer when training added tokens (e.g. ``--new-token``); the base's otherwise.
+
+        The base embeddings are resized to match; the trained rows come from the adapter.
+        """
+        from transformers import AutoTokenizer
+
+        if not os.path.isfile(os.path.join(adapter, "tokenizer_config.json")):
+            return tokenizer
+        own = AutoTokenizer.from_pretrained(adapter, local_files_only=True)
+        if len(own) <= len(tokenizer):
+            return tokenizer
+        if len(own) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(own), mean_resizing=False)
+        return own
 
     @staticmethod
     def _apply_adapter(model, adapter: str, ident: str):

@@ -61,8 +61,10 @@ class Context:
 
     def __init__(self, *, model: Any = None, embedder: Any = None, device: str = "auto", dtype: str = "auto",
                  system: str | None = None, max_length: int = 512, batch_size: int = 8, use_cache: bool = True,
-                 progress: bool = True, seed: int = 0, sources: dict[str, Dataset] | None = None, **extra: Any):
+                 progress: bool = True, seed: int = 0, sources: dict[str, Dataset] | None = None, judge: Any = None,
+                 **extra: Any):
         self._model, self._embedder = model, embedder
+        self._judge = judge  # a Judge, or a spec for backends.judge.load_judge (None: local, with this model)
         self.device, self.dtype, self.system, self.max_length = device, dtype, system, max_length
         self.batch_size, self.use_cache, self.progress, self.seed = batch_size, use_cache, progress, seed
         self.sources = sources or {}
@@ -90,6 +92,20 @@ class Context:
         if not isinstance(self._embedder, Embedder):
             self._embedder = Embedder.load(self._embedder, device=self.device)
         return self._embedder
+
+    @property
+    def judge(self):
+        """The judge (loaded on first use); a local judge without its own model judges with :attr:`model`."""
+        from ..backends.judge import Judge, load_judge
+
+        if not isinstance(self._judge, Judge):
+            spec = dict(self._judge) if isinstance(self._judge, dict) else {"kind": self._judge}
+            if spec.get("kind") in (None, "local") and spec.get("model") is None and not spec.get("base_url"):
+                spec["model"] = self.model
+            if spec.get("kind") in (None, "local"):
+                spec.setdefault("batch_size", self.batch_size)
+            self._judge = load_judge(spec)
+        return self._judge
 
     def model_identity(self) -> str | None:
         return self.model.identity if self.model_loaded else None
