@@ -28,6 +28,14 @@ def test_random_is_seeded_and_pinned():
     assert c != a
 
 
+def test_random_seed_defaults_to_the_run_seed():
+    ds = pool([f"answer {k}" for k in range(10)])
+    by_ctx = datawinnow.select(ds, "random", 3, ctx=Context(progress=False, seed=1))
+    by_param = datawinnow.select(ds, "random", 3, params={"seed": 1}, ctx=Context(progress=False))
+    assert by_ctx.selected == by_param.selected
+    assert by_ctx.params["seed"] == 1  # the manifest records the seed actually used
+
+
 def test_longest_golden_with_ties_by_id():
     # lengths: r0=3, r1=5, r2=5, r3=1, r4=4 -> order r1, r2 (tie: by id), r4, r0, r3
     ds = pool(["aaa", "bbbbb", "ccccc", "d", "eeee"])

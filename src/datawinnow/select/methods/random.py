@@ -13,10 +13,13 @@ from ..base import Method, Selection
 @METHODS.register
 class RandomMethod(Method):
     name = "random"
-    description = "A uniformly random subset (seeded: numpy's default_rng(seed) permutation)."
-    defaults = {"seed": 0}
+    description = ("A uniformly random subset (numpy's default_rng(seed) permutation; seed defaults to the "
+                   "command's --seed).")
+    defaults = {"seed": None}
 
     def select(self, dataset: Dataset, budget: int, ctx: Context) -> Selection:
+        if self.params["seed"] is None:  # one seed for the whole run: --seed / Context(seed=...)
+            self.params["seed"] = ctx.seed
         rng = np.random.default_rng(int(self.params["seed"]))
         order = rng.permutation(len(dataset))[:budget]
         ids = dataset.ids
