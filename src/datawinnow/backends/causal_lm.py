@@ -51,6 +51,17 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
 
+def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[b, width]`` token ids and attention mask (1 on real tokens) for a batch."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for b, s in enumerate(sequences):
+        ids[b, :len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[b, :len(s)] = 1
+    return ids, mask
+
+
 def truncate_pair(prompt: list[int], response: list[int], max_length: int) -> Pair:
     """Fit a pair into ``max_length`` tokens.
 
@@ -193,6 +204,19 @@ class CausalLM:
         return backbone(input_ids=ids.to(dev), attention_mask=attn).last_hidden_state
 
     @torch.inference_mode()
+    def hidden_states(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final layer's hidden states ``[b, width, H]`` of a right-padded batch, and its mask (on the model's device)."""
+        backbone, _ = self._backbone_and_head()
+        ids, mask = pad_right(sequences, self.tokenizer.pad_token_id)
+        return self._forward(backbone, ids, mask), mask.to(self.device)
+
+    def last_token_states(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The final layer's hidden state at each sequence's last token, ``[b, H]`` (model dtype and device)."""
+        hidden, _ = self.hidden_states(sequences)
+        last = torch.tensor([len(s) - 1 for s in sequences], device=hidden.device)
+        return hidden[torch.arange(len(sequences), device=hidden.device), last]
+
+    @torch.inference_mode()
     def response_logprobs(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
         """Per-token log p(y_t | x, y_<t) for each pair's response tokens, as float32 arrays (one batch)."""
         if not pairs:
@@ -232,19 +256,8 @@ class CausalLM:
     @torch.inference_mode()
     def next_token_logprobs(self, prompts: Sequence[list[int]]) -> torch.Tensor:
         """log p(next token | prompt) over the whole vocabulary, [len(prompts), V] float32 on the CPU."""
-        backbone, head = self._backbone_and_head()
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for b, p in enumerate(prompts):
-            ids[b, :len(p)] = torch.tensor(p)
-            mask[b, :len(p)] = 1
-        dev = self.device
-        hidden = self._forward(backbone, ids, mask)
-        last = torch.tensor([len(p) - 1 for p in prompts], device=dev)
-        h = hidden[torch.arange(len(prompts), device=dev), last]
-        return torch.log_softmax(head(h).float(), dim=-1).cpu()
+        _, head = self._backbone_and_head()
+        return torch.log_softmax(head(self.last_token_states(prompts)).float(), dim=-1).cpu()
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 256, temperature: float = 0.0,

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..backends.causal_lm import CausalLM, length_sorted_batches
 from ..backends.judge import Judge, reads_probabilities
@@ -147,19 +146,9 @@ def sample_text(record: Record) -> str:
     return "\n\n".join(f"{q}\n\n{a}" for q, a in turns(record))
 
 
-@torch.inference_mode()
 def last_token_states(lm: CausalLM, sequences: list[list[int]]) -> np.ndarray:
     """The final layer's hidden state at each sequence's last token, [b, H] float32."""
-    backbone, _ = lm._backbone_and_head()
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), lm.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for b, s in enumerate(sequences):
-        ids[b, :len(s)] = torch.tensor(s)
-        mask[b, :len(s)] = 1
-    hidden = lm._forward(backbone, ids, mask)
-    last = torch.tensor([len(s) - 1 for s in sequences], device=hidden.device)
-    return hidden[torch.arange(len(sequences), device=hidden.device), last].float().cpu().numpy()
+    return lm.last_token_states(sequences).float().cpu().numpy()
 
 
 def deita_embeddings(dataset: Dataset, ctx: Context, source: str = "embedder") -> tuple[np.ndarray, dict[str, Any]]:

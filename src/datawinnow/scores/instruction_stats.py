@@ -43,23 +43,17 @@ def instruction_ids(lm: CausalLM, record: Record, text: str) -> list[int]:
 @torch.inference_mode()
 def embed_and_perplexity(lm: CausalLM, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """(mean last hidden state [b, H] float32, perplexity [b]) for one batch of token-id lists."""
-    backbone, head = lm._backbone_and_head()
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), lm.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for b, s in enumerate(sequences):
-        ids[b, :len(s)] = torch.tensor(s)
-        mask[b, :len(s)] = 1
-    dev = lm.device
-    hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state.float()
-    m = mask.to(dev).unsqueeze(-1).float()
+    _, head = lm._backbone_and_head()
+    hidden, mask = lm.hidden_states(sequences)
+    hidden = hidden.float()
+    m = mask.unsqueeze(-1).float()
     emb = (hidden * m).sum(1) / m.sum(1)
     ppl = np.full(len(sequences), np.nan)
     for b, s in enumerate(sequences):
         if len(s) < 2:
             continue
         logits = head(hidden[b, :len(s) - 1].to(lm.dtype)).float()
-        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(s[1:], device=dev))
+        nll = torch.nn.functional.cross_entropy(logits, torch.tensor(s[1:], device=hidden.device))
         ppl[b] = math.exp(nll.item())
     return emb.cpu().numpy().astype(np.float32), ppl
 
