@@ -63,6 +63,21 @@ def tiny_lm(tiny_model_dir):
 
 
 @pytest.fixture(autouse=True)
+def _one_thread(request):
+    """Tests on tiny models run one torch thread: several times faster on a small or shared CPU (no
+    OpenMP spin-waiting on matrices too small to split). Slow tests on the embedded models keep all."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache folder; the dense embedded model is shared through a symlink."""
     from pathlib import Path

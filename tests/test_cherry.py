@@ -18,18 +18,6 @@ from datawinnow.scores.cherry import band_sample, cherry_sizes, kmeans_labels
 from datawinnow.scores.instruction_stats import instruction_stats
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny-model tests run ~6x faster on one thread on this shared CPU (no OpenMP spin-waiting)."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_sizes_scale_down_for_small_pools():
     # k = clamp(n // 50, 1, 100), 10 per cluster: Cherry's 100 x 10 on Alpaca; one cluster per 50 below 5,000
     assert cherry_sizes(52002) == (100, 10)

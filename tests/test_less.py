@@ -20,18 +20,6 @@ from datawinnow.scores.projection import CHUNK_ROWS, RademacherProjector
 from datawinnow.select.base import rank_desc
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny-model tests run ~6x faster on one thread on this shared CPU (no OpenMP spin-waiting)."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture()
 def pool():
     return datawinnow.load("bundled:self_instruct_seed_tasks")[:24]
