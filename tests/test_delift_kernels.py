@@ -163,7 +163,7 @@ def test_build_blocked_skips_finished_blocks(tmp_path):
     store = KernelStore("test", {"x": 1}, root=tmp_path)
     done = []
 
-    def compute(s, e):
+    def compute(s, e, advance):
         done.append(s)
         if s == 4:
             raise RuntimeError("killed")
@@ -175,7 +175,7 @@ def test_build_blocked_skips_finished_blocks(tmp_path):
     assert not list(store.dir.glob("*.tmp"))  # atomic writes leave no partial files
     done.clear()
     m = build_blocked(store, shape=(6, 3), block_size=2, sparse=False, progress=False,
-                      compute=lambda s, e: (done.append(s), (np.full((e - s, 3), s, np.float32), 0))[1])
+                      compute=lambda s, e, advance: (done.append(s), (np.full((e - s, 3), s, np.float32), 0))[1])
     assert done == [4]
     assert m[:, 0].tolist() == [0, 0, 2, 2, 4, 4]
     assert store.done_blocks() == set() and (store.dir / "kernel.npy").exists()

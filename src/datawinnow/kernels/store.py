@@ -144,7 +144,7 @@ def build_blocked(
     *,
     shape: tuple[int, int],
     block_size: int,
-    compute: Callable[[int, int], tuple[Any, int]],
+    compute: Callable[[int, int, Callable[[int], None]], tuple[Any, int]],
     sparse: bool,
     dtype: type = np.float32,
     progress: bool = True,
@@ -154,8 +154,9 @@ def build_blocked(
 ):
     """A candidate-major kernel of ``shape`` built in blocks of ``block_size`` stored rows.
 
-    ``compute(start, end)`` returns the block (dense: an array ``[end - start, shape[1]]``; sparse:
-    ``(rows relative to start, cols, values)``) and how many work units (e.g. pairs) it took. Finished
+    ``compute(start, end, advance)`` returns the block (dense: an array ``[end - start, shape[1]]``;
+    sparse: ``(rows relative to start, cols, values)``) and how many work units (e.g. pairs) it took;
+    it may call ``advance(units)`` as it goes, so the progress bar moves within a long block. Finished
     blocks are skipped on a rerun; the progress bar counts units (``units_in(start, end)`` tells how
     many a block holds, so a resumed run starts the bar where it stopped).
     """
@@ -180,7 +181,13 @@ def build_blocked(
             if s in done:
                 bar.update(units_in(s, e) if units_in else e - s)
                 continue
-            block, units = compute(s, e)
+            moved = [0]
+
+            def advance(k: int) -> None:
+                moved[0] += k
+                bar.update(k)
+
+            block, units = compute(s, e, advance)
             if sparse:
                 r, c, v = block
                 v = np.asarray(v, dtype=dtype)
@@ -194,7 +201,7 @@ def build_blocked(
                     store.save_dense_block(s, block)
                 else:
                     dense[s:e] = block
-            bar.update(units)
+            bar.update(max(units - moved[0], 0))
     finally:
         bar.close()
     if store is not None:

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..backends.causal_lm import LOGIT_CHUNK, Pair, length_sorted_batches, truncate_pair
+from ..backends.causal_lm import LOGIT_CHUNK, Pair, truncate_pair
 from ..cache import stable_hash
 from ..data.record import Record
 from ..errors import ConfigError, DataError
@@ -43,6 +43,7 @@ EXAMPLE_HEAD = ("Instruction:\nUse the following example as a guide to answer th
 QUERY_AFTER_EXAMPLE = "\n\n\nQuery:\n"
 PROMPT_VERSION = "delift-tf-1"
 MODES = ("dense", "sparse")
+BLOCK_PAIRS = 1024  # default size of one cached block of the kernel, in pairs
 
 
 def distance(logprobs: np.ndarray) -> float:
@@ -104,6 +105,19 @@ class UtilityTokens:
         return Pair(self.example(example) + q, resp)
 
 
+def padded_batches(lengths: Sequence[int], batch_size: int, slack: float = 0.25) -> list[list[int]]:
+    """Length-sorted batches (longest first) that also start anew when a sequence is more than
+    ``slack`` shorter than the batch's longest, so padding never wastes much compute (on a CPU a
+    bigger batch gains little, padded positions cost as much as real ones)."""
+    out: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        if out and len(out[-1]) < batch_size and lengths[i] >= (1 - slack) * lengths[out[-1][0]]:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def _head_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
     for k in range(0, len(targets), LOGIT_CHUNK):
@@ -132,7 +146,7 @@ def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int]
     lp = len(prefix)
     pad = lm.tokenizer.pad_token_id
     out: list[np.ndarray | None] = [None] * len(parts)
-    for idx in length_sorted_batches([len(q) + len(r) for q, r in parts], batch_size):
+    for idx in padded_batches([len(q) + len(r) for q, r in parts], batch_size):
         b = len(idx)
         width = max(len(parts[i][0]) + len(parts[i][1]) for i in idx)
         ids = torch.full((b, width), pad, dtype=torch.long)
@@ -187,18 +201,20 @@ class UtilityKernel:
 
 
 def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *, mode: str = "dense",
-                   neighbour_idx: np.ndarray | None = None, batch_size: int = 8, block_size: int = 8,
+                   neighbour_idx: np.ndarray | None = None, batch_size: int = 8, block_size: int | None = None,
                    storage: str = "float32", use_cache: bool = True, progress: bool = True) -> UtilityKernel:
     """The raw utility kernel ``K[j, i] = UF[target i, example j]``.
 
     ``mode="sparse"`` needs ``neighbour_idx`` ``[n_targets, k]``: the examples each target is scored
-    against (the rest of its column stays empty). ``block_size`` examples form one cached block.
+    against (the rest of its column stays empty). ``block_size`` examples form one cached block
+    (default: as many as hold about ``BLOCK_PAIRS`` pairs, so a killed run loses little work however
+    large the pool).
     """
     import time
 
     if mode not in MODES:
         raise ConfigError(f"kernel must be one of {', '.join(MODES)}, got '{mode}'")
-    if block_size < 1 or batch_size < 1:
+    if (block_size is not None and block_size < 1) or batch_size < 1:
         raise ConfigError("block_size and batch_size must be >= 1")
     dt = storage_dtype(storage)
     n_t, n_e = len(targets), len(examples)
@@ -216,6 +232,9 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
         for i, row in enumerate(neighbour_idx):
             for j in dict.fromkeys(int(x) for x in row):  # unique, in order
                 lists[j].append(i)
+    if block_size is None:
+        per_example = n_t if mode == "dense" else max(1.0, sum(map(len, lists)) / max(1, n_e))
+        block_size = int(max(1, min(n_e, BLOCK_PAIRS // per_example)))
     meta = {
         "prompts": PROMPT_VERSION, "model": lm.identity, "max_length": lm.max_length, "mode": mode,
         "storage": storage, "targets": stable_hash([r.content_key() for r in targets]),
@@ -232,7 +251,7 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
         pairs = [tokens.no_example_pair(r) for r in targets]
         base = np.zeros(n_t, dtype=np.float64)
         with progress_bar(n_t, "utility d(y|x)", progress) as bar:
-            for idx in length_sorted_batches([len(p) for p in pairs], batch_size):
+            for idx in padded_batches([len(p) for p in pairs], batch_size):
                 for i, lp in zip(idx, lm.response_logprobs([pairs[i] for i in idx])):
                     base[i] = distance(lp)
                 bar.update(len(idx))
@@ -242,12 +261,13 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
 
     all_parts = [tokens.target_part(r) for r in targets]
 
-    def compute(s: int, e: int):
+    def compute(s: int, e: int, advance):
         if mode == "dense":
             block = np.empty((e - s, n_t), dtype=np.float32)
             for j in range(s, e):
                 lps = logprobs_after_prefix(lm, tokens.example(examples[j]), all_parts, batch_size=batch_size)
                 block[j - s] = base - np.array([distance(lp) for lp in lps])
+                advance(n_t)
             return block, (e - s) * n_t
         rows, cols, vals = [], [], []
         for j in range(s, e):
@@ -258,6 +278,7 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
             rows += [j - s] * len(lists[j])
             cols += lists[j]
             vals += [base[i] - distance(lp) for i, lp in zip(lists[j], lps)]
+            advance(len(lists[j]))
         return (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(vals, dtype=np.float32)), len(vals)
 
     def units_in(s: int, e: int) -> int:

@@ -47,7 +47,7 @@ from ..submodular import (
 
 COMMON = {"kernel": "dense", "k": 10, "optimizer": "lazy", "epsilon": 0.1, "embed_text": "prompt_response",
           "knn_backend": "auto"}
-UTILITY = {**COMMON, "similarity": "minmax", "block_size": 8, "storage": "float32"}
+UTILITY = {**COMMON, "similarity": "minmax", "block_size": "auto", "storage": "float32"}
 
 
 def require_source(ctx: Context, key: str, option: str, method: str) -> Dataset:
@@ -83,8 +83,9 @@ class DeliftMethod(Method):
         if self.kernel_kind == "utility":
             if p["similarity"] not in ("minmax", "clip"):
                 raise ConfigError(f"{self.name}: similarity must be minmax or clip, got '{p['similarity']}'")
-            if not isinstance(p["block_size"], int) or p["block_size"] < 1:
-                raise ConfigError(f"{self.name}: block_size must be a positive integer, got {p['block_size']!r}")
+            if p["block_size"] != "auto" and (not isinstance(p["block_size"], int) or p["block_size"] < 1):
+                raise ConfigError(f"{self.name}: block_size must be auto or a positive integer, got "
+                                  f"{p['block_size']!r}")
 
     # ------------------------------------------------------------------ kernels
     def _embeddings(self, ds: Dataset, ctx: Context, memo: dict) -> np.ndarray:
@@ -114,7 +115,7 @@ class DeliftMethod(Method):
             nb, _ = neighbours(self._embeddings(targets, ctx, memo), self._embeddings(examples, ctx, memo), p["k"],
                                backend=p["knn_backend"])
         uk = utility_kernel(ctx.model, targets, examples, mode=p["kernel"], neighbour_idx=nb,
-                            batch_size=ctx.batch_size, block_size=p["block_size"], storage=p["storage"],
+                            batch_size=ctx.batch_size, block_size=None if p["block_size"] == "auto" else p["block_size"], storage=p["storage"],
                             use_cache=ctx.use_cache, progress=ctx.progress)
         return uk.matrix, uk.info
 
