@@ -118,6 +118,7 @@ class Objective:
         self.n, self.n_rows = int(self.C.shape[0]), int(self.C.shape[1])
         dt = _work_dtype(self.C)
         self.dtype = dt
+        self._kernel_tensor = None
         self.cap = None if cap is None else np.asarray(cap, dtype=dt)
         self.floor = np.zeros(self.n_rows, dtype=dt) if floor is None else np.maximum(np.asarray(floor, dtype=dt), 0)
         for name, vec in (("cap", self.cap), ("floor", self.floor)):
@@ -156,31 +157,45 @@ class Objective:
         """Marginal gains (float64) of candidates ``idx`` (an int array; None: all, in order)."""
         if self.sparse:
             return self._sparse_gains(idx)
-        step = max(1, CHUNK_ELEMENTS // max(1, self.n_rows))
-        if idx is None:
-            blocks = (slice(s, min(s + step, self.n)) for s in range(0, self.n, step))
-        else:
-            idx = np.asarray(idx, dtype=np.int64)
-            blocks = (idx[s:s + step] for s in range(0, len(idx), step))
-        out = [self._dense_block_gains(self.C[b]) for b in blocks]
-        return np.concatenate(out) if out else np.zeros(0)
-
-    def _dense_block_gains(self, block: np.ndarray) -> np.ndarray:
-        # The element-wise part runs in torch (multi-threaded, in place); the row sums in numpy, whose
-        # per-row pairwise summation does not depend on how many rows a block has, so a candidate's
-        # gain is bit-for-bit the same whether it is evaluated alone (lazy) or with all others (naive).
         import torch
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only memmaps: we never write through them
-            t = torch.from_numpy(np.asarray(block))
+        step = max(1, CHUNK_ELEMENTS // max(1, self.n_rows))
+        if idx is None:  # views of the kernel: element-wise work goes to a new tensor
+            out = [self._dense_block_gains(self._kernel_t[s:min(s + step, self.n)], owned=False)
+                   for s in range(0, self.n, step)]
+        else:  # gathered copies: element-wise work in place
+            idx_t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+            out = [self._dense_block_gains(self._kernel_t.index_select(0, idx_t[s:s + step]), owned=True)
+                   for s in range(0, len(idx_t), step)]
+        return np.concatenate(out) if out else np.zeros(0)
+
+    @property
+    def _kernel_t(self):
+        """The dense kernel as a torch tensor sharing its memory (memmaps included)."""
+        if self._kernel_tensor is None:
+            import torch
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # read-only memmaps: we never write through them
+                self._kernel_tensor = torch.from_numpy(np.asarray(self.C))
+        return self._kernel_tensor
+
+    def _dense_block_gains(self, t, owned: bool) -> np.ndarray:
+        # The element-wise part runs in torch (multi-threaded, in place where the block is a copy);
+        # the row sums in numpy, whose per-row pairwise summation does not depend on how many rows a
+        # block has, so a candidate's gain is bit-for-bit the same whether it is evaluated alone
+        # (lazy) or with all others (naive).
+        import torch
+
         if t.dtype != self._torch_dtype:
-            t = t.to(self._torch_dtype)
+            t, owned = t.to(self._torch_dtype), True
         if self.cap is not None:
             t = torch.minimum(t, self._cap_t)
             t.sub_(self._cover_t)
+        elif owned:
+            t.sub_(self._cover_t)
         else:
-            t = torch.sub(t, self._cover_t)
+            t = t - self._cover_t
         t.clamp_min_(0)
         return t.numpy().sum(axis=1).astype(np.float64)
 
