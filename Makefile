@@ -32,8 +32,13 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Every benchmark, each printing its ratio against a baseline measured in the same run (about an
+# hour on a 2-core CPU); BENCH=delift_kernel runs one, BENCH_ARGS=--quick the short versions.
+BENCH ?= ifd_throughput delift_kernel facility_location judge_throughput less_gradients train_step evaluate
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python benchmarks/ifd_throughput.py
+	@for b in $(BENCH); do echo "== benchmarks/$$b.py $(BENCH_ARGS)"; \
+		$(BIN)/python benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

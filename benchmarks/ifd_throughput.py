@@ -9,7 +9,7 @@ Both score the same 200 bundled Alpaca samples truncated to the same 256-token p
 values must agree; the script checks that and prints both rates and the ratio.
 
     python benchmarks/ifd_throughput.py            # 200 samples
-    python benchmarks/ifd_throughput.py --n 40     # a quick run
+    python benchmarks/ifd_throughput.py --quick    # 40 samples
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--dtype", default="auto", help="datawinnow's dtype (auto picks per hardware)")
+    ap.add_argument("--quick", action="store_true", help="40 samples")
     args = ap.parse_args()
+    if args.quick:
+        args.n = 40
 
     import datawinnow
     from datawinnow.backends import CausalLM
