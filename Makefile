@@ -37,6 +37,7 @@ test-fast: setup
 BENCH ?= ifd_throughput delift_kernel facility_location judge_throughput less_gradients train_step evaluate
 BENCH_ARGS ?=
 bench: setup
+	$(BIN)/python -m pip install -q -e ".[bench]"  # apricot-select, the facility-location baseline
 	@for b in $(BENCH); do echo "== benchmarks/$$b.py $(BENCH_ARGS)"; \
 		$(BIN)/python benchmarks/$$b.py $(BENCH_ARGS) || exit 1; done
 

@@ -80,7 +80,7 @@ def _load_4bit(cfg: TrainConfig) -> CausalLM:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise MissingDependencyError("bitsandbytes", "train", "--quantize 4bit (QLoRA)") from None
+        raise MissingDependencyError("bitsandbytes", "qlora", "--quantize 4bit (QLoRA)") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     from ..backends.embedded import LM_ALIASES, smollm2_dense_dir, smollm2_identity
