@@ -127,8 +127,14 @@ def check_contamination(eval_items: Dataset | Sequence[Record], train: Dataset |
             report.hits.setdefault(item.id, []).append({"train_id": tid, "kind": "ngram", "shared_ngrams": count})
 
     # near duplicates of the prompt: LSH candidates, confirmed by the exact Jaccard
+    # the permutations are drawn once and shared: building them is most of a MinHash's cost
+    template = MinHash(num_perm=num_perm, seed=seed)
+    shared = {"num_perm": num_perm, "seed": seed, "permutations": template.permutations}
+    if getattr(template, "scheme", None) is not None:  # datasketch >= 2 asks for it with shared permutations
+        shared["scheme"] = template.scheme
+
     def minhash(sh: set[str]):
-        m = MinHash(num_perm=num_perm, seed=seed)
+        m = MinHash(**shared)
         m.update_batch([s.encode("utf-8") for s in sh])
         return m
 
