@@ -8,6 +8,7 @@
 
     .venv/bin/python benchmarks/evaluate.py            # ~10-20 minutes on 2 shared, busy cores
     .venv/bin/python benchmarks/evaluate.py --quick    # ~2-4 minutes
+    .venv/bin/python benchmarks/evaluate.py --parts contamination   # one part (mc, generation, contamination)
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small n for a fast sanity run")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--parts", default="mc,generation,contamination",
+                    help="comma-separated subset of mc, generation, contamination")
     args = ap.parse_args()
     cache = tempfile.mkdtemp(prefix="dw-bench-eval-")
     models = os.path.join(os.path.expanduser("~"), ".cache", "datawinnow", "models")
@@ -34,16 +37,24 @@ def main() -> None:
     os.environ["DATAWINNOW_CACHE"] = cache  # fresh score cache: nothing is read back
 
     from datawinnow.backends import CausalLM
-    from datawinnow.data import load
-    from datawinnow.evaluate.contamination import check_contamination, jaccard, shingles
-    from datawinnow.evaluate.generate import GenerationParams, chat_prompt, generate_cached
+
+    parts = set(args.parts.split(","))
+    if parts & {"mc", "generation"}:
+        lm = CausalLM.load("smollm2", device="cpu", max_length=512)
+        print(f"model {lm.identity}, {lm.dtype} on {lm.device}, "
+              f"torch threads {__import__('torch').get_num_threads()}")
+    if "mc" in parts:
+        multiple_choice(lm, args)
+    if "generation" in parts:
+        generation(lm, args)
+    if "contamination" in parts:
+        contamination(args)
+
+
+def multiple_choice(lm, args) -> None:
     from datawinnow.evaluate.multiple_choice import choice_pairs, load_task, score_choices
     from datawinnow.scores.base import Context
 
-    lm = CausalLM.load("smollm2", device="cpu", max_length=512)
-    print(f"model {lm.identity}, {lm.dtype} on {lm.device}, torch threads {__import__('torch').get_num_threads()}")
-
-    # 1. multiple choice
     n_mc = 8 if args.quick else 48
     items = load_task("arc_easy")[:n_mc]
     ctx = Context(model=lm, progress=False, batch_size=args.batch_size, use_cache=False)
@@ -60,7 +71,14 @@ def main() -> None:
     print(f"multiple choice, {n_mc} ARC-Easy items ({n_pairs} choices): batched {n_mc / fast:.2f} items/s, "
           f"one pair per pass {n_mc / slow:.2f} items/s, ratio {slow / fast:.2f}x; max |loglik diff| {diff:.2e}")
 
-    # 2. generation
+
+
+def generation(lm, args) -> None:
+    from datawinnow.data import load
+    from datawinnow.evaluate.generate import GenerationParams, chat_prompt, generate_cached
+    from datawinnow.scores.base import Context
+
+    ctx = Context(model=lm, progress=False, batch_size=args.batch_size, use_cache=False)
     n_gen = 4 if args.quick else 16
     new = 16 if args.quick else 32
     ds = load("bundled:alpaca_eval_gpt4_baseline")[:n_gen]
@@ -76,7 +94,13 @@ def main() -> None:
           f"{n_gen / fast:.2f} answers/s, one at a time {n_gen / slow:.2f} answers/s, ratio {slow / fast:.2f}x "
           f"({same}/{n_gen} answers identical; padding can flip greedy near-ties)")
 
-    # 3. contamination
+
+
+def contamination(args) -> None:
+    from datawinnow.data import load
+    from datawinnow.evaluate.contamination import check_contamination, jaccard, shingles
+    from datawinnow.evaluate.multiple_choice import load_task
+
     evals = list(load("bundled:alpaca_eval_gpt4_baseline")) + list(load("bundled:ifeval_input_data")) \
         + list(load_task("arc_easy"))
     train = load("bundled:alpaca_en_demo")

@@ -66,7 +66,7 @@ def main() -> None:
     pairs = [training_pair(lm, r) for r in recs]
     tokens = sum(len(p) for p in pairs)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"model {lm.identity.split('|')[0][-40:]}, {lm.dtype}; {n} samples, {tokens / n:.0f} tokens each on average")
+          f"model {lm.identity.split('|')[0]}, {lm.dtype}; {n} samples, {tokens / n:.0f} tokens each on average")
 
     # 1. gradients vs forward-only loss
     example_gradient(warm, recs[0])  # warm-up of the kernels
