@@ -87,6 +87,10 @@ def test_bundled_sets_load():
     mmlu = load("bundled:mmlu_validation")
     assert len(mmlu) == 1531 and "\nA. " in mmlu[0].instruction
     assert len(load("bundled:ifeval_input_data")) == 541
+    hs = load("bundled:hellaswag_validation")
+    assert len(hs) == 10042 and hs[0].output == "D. starts pulling up roofing on a roof."
+    wg = load("bundled:winogrande_xl_validation")
+    assert len(wg) == 1267 and wg[0].output == "B. Maria" and "_" in wg[0].instruction
 
 
 def test_ids_are_stable_across_runs():

@@ -20,6 +20,8 @@ FILES = {
     "arc_easy_validation": "arc_easy_validation.jsonl",
     "arc_challenge_validation": "arc_challenge_validation.jsonl",
     "mmlu_validation": "mmlu_validation.jsonl",
+    "hellaswag_validation": "hellaswag_validation.jsonl.gz",
+    "winogrande_xl_validation": "winogrande_xl_validation.jsonl",
 }
 
 LETTERS = "ABCDEFGHIJ"
@@ -58,6 +60,21 @@ def _mmlu(row: dict) -> dict:
             "output": f"{letter}. {row['choices'][row['answer']]}", "subject": row["subject"]}
 
 
+def _hellaswag(row: dict) -> dict:
+    body = "\n".join(f"{LETTERS[k]}. {t}" for k, t in enumerate(row["endings"]))
+    answer = int(row["label"])
+    return {"instruction": f"{row['activity_label']}: {row['ctx']}\n{body}", "input": "",
+            "output": f"{LETTERS[answer]}. {row['endings'][answer]}", "source_id": row["source_id"],
+            "split_type": row["split_type"]}
+
+
+def _winogrande(row: dict) -> dict:
+    answer = int(row["answer"]) - 1
+    options = [row["option1"], row["option2"]]
+    return {"instruction": f"{row['sentence']}\nA. {options[0]}\nB. {options[1]}", "input": "",
+            "output": f"{LETTERS[answer]}. {options[answer]}"}
+
+
 def _alpaca_eval(row: dict) -> dict:
     return {"instruction": row["instruction"], "input": "", "output": row["output"],
             "source": row.get("dataset"), "generator": row.get("generator")}
@@ -68,6 +85,8 @@ ADAPTERS: dict[str, Callable[[dict], dict]] = {
     "arc_easy_validation": _arc,
     "arc_challenge_validation": _arc,
     "mmlu_validation": _mmlu,
+    "hellaswag_validation": _hellaswag,
+    "winogrande_xl_validation": _winogrande,
     "alpaca_eval_gpt4_baseline": _alpaca_eval,
 }
 
