@@ -79,4 +79,6 @@ METHODS = Registry("method", [
 # one line per evaluation-suite module (datawinnow evaluate --suite NAME)
 SUITES = Registry("evaluation suite", [
     "datawinnow.evaluate.suites",
+    "datawinnow.evaluate.hellaswag",
+    "datawinnow.evaluate.winogrande",
 ])

@@ -18,6 +18,8 @@ HEADLINES: dict[str, list[str]] = {
     "arc_easy": ["acc", "acc_norm"],
     "arc_challenge": ["acc", "acc_norm"],
     "mmlu": ["acc", "acc_norm"],
+    "hellaswag": ["acc", "acc_norm"],
+    "winogrande": ["acc"],
 }
 
 
