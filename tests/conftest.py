@@ -62,6 +62,28 @@ def tiny_lm(tiny_model_dir):
     return CausalLM.load(tiny_model_dir, device="cpu", dtype="fp32", max_length=256)
 
 
+@pytest.fixture()
+def expected_auto():
+    """(device type, torch dtype) that ``auto`` should pick on this machine, read from the hardware and
+    DATAWINNOW_AUTO_DTYPE directly (not through datawinnow): tests of ``auto`` assert this."""
+    import torch
+
+    forced = os.environ.get("DATAWINNOW_AUTO_DTYPE", "").strip().lower()
+    on_cuda = torch.cuda.is_available()
+    if forced:
+        dtype = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+                 "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[forced]
+    elif on_cuda:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        flags: set[str] = set()
+        if os.path.exists("/proc/cpuinfo"):
+            with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+                flags = next((set(l.split(":", 1)[1].split()) for l in fh if l.startswith("flags")), set())
+        dtype = torch.bfloat16 if {"avx512_bf16", "amx_bf16"} & flags else torch.float32
+    return ("cuda" if on_cuda else "cpu"), dtype
+
+
 @pytest.fixture(autouse=True)
 def _one_thread(request):
     """Tests on tiny models run one torch thread: several times faster on a small or shared CPU (no

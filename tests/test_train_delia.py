@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from datawinnow.data import load
 from datawinnow.data.record import Dataset, Record
@@ -83,9 +84,12 @@ def test_new_token_is_added_and_its_row_trains(tiny_model_dir, tmp_path):
     assert res.info["new_token_ids"] == [tid] and tid == len(base.tokenizer)
     assert lm.tokenizer.encode("a <sep> b", add_special_tokens=False).count(tid) == 1
     # the row changed from its random initialisation
-    original = res.info["trainer"].model.get_input_embeddings().token_adapter.trainable_tokens_original["default"]
-    trained = lm.model.get_input_embeddings().weight[tid].detach()
-    assert float((trained - original[0]).abs().max()) > 1e-3
+    token_adapter = res.info["trainer"].model.get_input_embeddings().token_adapter
+    original = token_adapter.trainable_tokens_original["default"]
+    row = token_adapter.trainable_tokens_delta["default"][0].detach()  # the trained row (what is saved)
+    trained = lm.model.get_input_embeddings().weight[tid].detach()   # in the model's dtype
+    assert torch.equal(trained, row.to(trained.dtype))
+    assert float((row.float() - original[0].float()).abs().max()) > 1e-3
     # mixed: 8 + int(8 x 0.5) = 12 samples seen
     man = json.loads((out / "data_manifest.json").read_text())
     assert len(man["ids"]) == 12 and man["delia"]["mixed_in"] == 4
@@ -93,8 +97,8 @@ def test_new_token_is_added_and_its_row_trains(tiny_model_dir, tmp_path):
     report = json.loads((out / "token_loss.json").read_text())
     assert report["before"]["<sep>"]["count"] == 16
     assert report["after"]["<sep>"]["mean_loss"] < report["before"]["<sep>"]["mean_loss"]
-    # the adapter reloads with the token and the trained row
+    # the adapter reloads with the token and the trained row (trained in the auto dtype, whatever it is)
     again = CausalLM.load(f"{tiny_model_dir}+{out}", device="cpu", dtype="fp32")
     assert again.tokenizer.convert_tokens_to_ids("<sep>") == tid
     np.testing.assert_allclose(again.model.get_input_embeddings().weight[tid].detach().numpy(),
-                               trained.numpy(), atol=1e-6)
+                               row.float().cpu().numpy(), atol=1e-6)

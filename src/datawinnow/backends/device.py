@@ -1,8 +1,15 @@
-"""Choosing the device and dtype: bf16 where the hardware runs it fast, fp32 elsewhere, overridable."""
+"""Choosing the device and dtype: bf16 where the hardware runs it fast, fp32 elsewhere, overridable.
+
+``auto`` is decided by the hardware (see :func:`pick_dtype`) unless the environment variable
+``DATAWINNOW_AUTO_DTYPE`` (fp32, bf16 or fp16) says what ``auto`` means: CI on an AVX2-only machine
+sets it to bf16 to exercise the paths users on CUDA and newer CPUs get; it changes only ``auto``,
+never an explicit ``--dtype``.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -10,6 +17,7 @@ from ..errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
+AUTO_DTYPE_ENV = "DATAWINNOW_AUTO_DTYPE"
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,11 +52,25 @@ def pick_device(device: str | None = "auto") -> torch.device:
         raise ConfigError(f"unknown device '{device}' (expected auto, cpu, cuda or cuda:N)") from None
 
 
+def auto_dtype_override() -> torch.dtype | None:
+    """The dtype ``DATAWINNOW_AUTO_DTYPE`` makes ``auto`` resolve to (None when unset or empty)."""
+    value = os.environ.get(AUTO_DTYPE_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in DTYPES:
+        raise ConfigError(f"{AUTO_DTYPE_ENV}={value!r} is not a dtype (expected fp32, bf16 or fp16)")
+    return DTYPES[value]
+
+
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CUDA (fp16 on GPUs without bf16) and on CPUs with AMX/AVX512-BF16, else fp32."""
+    """``auto``: bf16 on CUDA (fp16 on GPUs without bf16) and on CPUs with AMX/AVX512-BF16, else fp32;
+    ``DATAWINNOW_AUTO_DTYPE`` overrides that choice."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
+        forced = auto_dtype_override()
+        if forced is not None:
+            return forced
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if device.type == "cpu" and cpu_has_fast_bf16():
