@@ -12,6 +12,19 @@ Primitives (all batched; callers sort by length with :func:`length_sorted_batche
 
 Sequences are token-id lists: a prompt part and a response part tokenized separately and joined,
 so the response span is exact whatever the tokenizer does at the boundary.
+
+**Start token.** Every prompt datawinnow builds from text (:meth:`CausalLM.prompt_ids`, so every
+:meth:`~CausalLM.pair`, both IFD passes, the DELIFT kernel's prompts, multiple choice and generation)
+begins with the model's start token exactly once: the tokenizer's BOS, or its EOS when it has no BOS
+(GPT-2's ``<|endoftext|>`` is both). It is not added again when the text already begins with it, as
+chat templates that write the BOS themselves do (SmolLM2's ChatML starts with its BOS
+``<|im_start|>``). An empty prompt is therefore the start token alone, so a template-less model's
+unconditioned pass and its Alpaca-prompt conditioned pass start the same way. Truncating a prompt
+keeps its start token and its end.
+
+**Precision.** The LM head and the log-softmax run in float32 whatever the model's dtype
+(:class:`Fp32Head`): in bf16 the logits are rounded to 8 significant bits before the softmax, enough
+to reorder close IFD scores, DELIFT utilities and multiple-choice log-likelihoods.
 """
 
 from __future__ import annotations
@@ -62,17 +75,72 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
     return ids, mask
 
 
-def truncate_pair(prompt: list[int], response: list[int], max_length: int) -> Pair:
+def truncate_pair(prompt: list[int], response: list[int], max_length: int, *, keep_head: int = 0) -> Pair:
     """Fit a pair into ``max_length`` tokens.
 
     The response keeps at least half the window (or all of itself if shorter); the prompt keeps its
-    *last* tokens (the assistant header and the end of the request); the response is cut at the end.
+    first ``keep_head`` tokens (the start token) and then its *last* tokens (the assistant header and
+    the end of the request); the response is cut at the end.
     """
     if len(prompt) + len(response) <= max_length:
         return Pair(list(prompt), list(response))
     r_keep = min(len(response), max(max_length - len(prompt), max_length // 2))
-    p_keep = max_length - r_keep
-    return Pair(list(prompt[len(prompt) - p_keep:]) if p_keep else [], list(response[:r_keep]))
+    return Pair(cut_prompt(prompt, max_length - r_keep, keep_head), list(response[:r_keep]))
+
+
+def cut_prompt(prompt: Sequence[int], budget: int, keep_head: int = 0) -> list[int]:
+    """``prompt`` in at most ``budget`` tokens: its first ``keep_head`` tokens, then its last ones."""
+    if len(prompt) <= budget:
+        return list(prompt)
+    if budget <= 0:
+        return []
+    head = list(prompt[:min(keep_head, budget)])
+    tail = budget - len(head)
+    return head + (list(prompt[len(prompt) - tail:]) if tail else [])
+
+
+class Fp32Head:
+    """The LM head and log-softmax in float32, whatever the model's dtype.
+
+    The head's weight is cast once per object (create one per batch: the weight may be trained
+    between batches); hidden states are cast before the matmul, so nothing is rounded to bf16/fp16
+    after the final norm. Gemma-style final logit soft-capping is applied when the config has it.
+    """
+
+    def __init__(self, head: torch.nn.Module, config=None):
+        self.head = head
+        self.softcap = getattr(config, "final_logit_softcapping", None) if config is not None else None
+        if isinstance(head, torch.nn.Linear):
+            self.weight = head.weight.float()
+            self.bias = head.bias.float() if head.bias is not None else None
+        else:  # a wrapped head (e.g. a PEFT module): run it, then widen
+            self.weight = self.bias = None
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 logits ``[..., V]`` for hidden states ``[..., H]``."""
+        if self.weight is not None:
+            out = torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
+        else:
+            out = self.head(hidden).float()
+        if self.softcap:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out
+
+    def log_softmax(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 log-probabilities over the vocabulary ``[..., V]``."""
+        return torch.log_softmax(self.logits(hidden), dim=-1)
+
+    def token_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
+        """log p(targets[n]) from hidden states ``[N, H]`` (float32 ``[N]``), ``chunk`` rows at a time."""
+        out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+        for k in range(0, len(targets), chunk):
+            out[k:k + chunk] = self.log_softmax(hidden[k:k + chunk]).gather(1, targets[k:k + chunk, None]).squeeze(1)
+        return out
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A float32 numpy copy of a tensor on any device, in any dtype (bf16 has no numpy type)."""
+    return t.detach().float().cpu().numpy()
 
 
 def _file_fingerprint(folder: Path) -> str:
@@ -171,22 +239,57 @@ class CausalLM:
 
     # ------------------------------------------------------------------ tokens
     def encode(self, text: str) -> list[int]:
+        """The text's token ids, no special tokens added."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def start_ids(self) -> list[int]:
-        """The start-of-text marker for 'bare' sequences: BOS when the tokenizer has one, else EOS."""
+        """The start token: ``[BOS]`` when the tokenizer has one, else ``[EOS]``, else ``[]``."""
         tid = self.tokenizer.bos_token_id
         if tid is None:
             tid = self.tokenizer.eos_token_id
         return [tid] if tid is not None else []
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """A prompt's token ids under the start-token rule (module docstring): the start token, then the
+        text's tokens; not added twice when the text (a chat template's rendering) already begins with it."""
+        ids = self.encode(text)
+        start = self.start_ids()
+        if ids[:len(start)] != start:
+            ids = start + ids
+        if not ids:
+            raise ConfigError(f"model {self.identity}: its tokenizer has neither a BOS nor an EOS token, so an empty "
+                              "prompt has no token to condition on")
+        return ids
+
+    def _start_kept(self, prompt: list[int]) -> int:
+        start = self.start_ids()
+        return len(start) if prompt[:len(start)] == start else 0
+
     def pair(self, prompt_text: str, response_text: str, *, bare: bool = False) -> Pair:
-        """A truncated teacher-forced pair; ``bare`` puts only the start marker before the response."""
-        prompt = self.start_ids() if bare else self.encode(prompt_text)
-        return truncate_pair(prompt, self.encode(response_text), self.max_length)
+        """A truncated teacher-forced pair, the prompt under the start-token rule.
+
+        ``bare`` scores the response after the start token alone (the same as an empty prompt text).
+        """
+        prompt = self.prompt_ids("" if bare else prompt_text)
+        return truncate_pair(prompt, self.encode(response_text), self.max_length, keep_head=self._start_kept(prompt))
+
+    def span_pair(self, prompt_text: str, response: Sequence[int]) -> Pair:
+        """A pair that scores exactly the response tokens given (e.g. the span another pass kept).
+
+        The prompt follows the start-token rule; if it does not fit beside the response in
+        ``max_length`` tokens it keeps its start token and its end.
+        """
+        prompt = self.prompt_ids(prompt_text)
+        budget = max(1, self.max_length - len(response))
+        return Pair(cut_prompt(prompt, budget, self._start_kept(prompt)), list(response))
 
     def record_pair(self, record: Record) -> Pair:
         return self.pair(self.renderer.prompt(record), record.output)
+
+    def fp32_head(self) -> Fp32Head:
+        """The LM head in float32 (see :class:`Fp32Head`); build one per batch."""
+        _, head = self._backbone_and_head()
+        return Fp32Head(head, self._unwrapped().config)
 
     # ------------------------------------------------------------------ scoring
     def _unwrapped(self):
@@ -221,7 +324,7 @@ class CausalLM:
         """Per-token log p(y_t | x, y_<t) for each pair's response tokens, as float32 arrays (one batch)."""
         if not pairs:
             return []
-        backbone, head = self._backbone_and_head()
+        backbone, _ = self._backbone_and_head()
         width = max(len(p) for p in pairs)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(pairs), width), pad, dtype=torch.long)
@@ -233,18 +336,13 @@ class CausalLM:
             mask[b, :len(seq)] = 1
             start = len(p.prompt)
             if start == 0 and p.response:
-                raise ValueError("a pair needs at least one prompt token (use bare=True for the start marker)")
+                raise ValueError("a pair needs at least one prompt token (prompt_ids() gives the start token)")
             pred_pos[b, start - 1:start - 1 + len(p.response)] = True
         dev = self.device
         hidden = self._forward(backbone, ids, mask)
         picked = hidden[pred_pos.to(dev)]  # [N, H], row-major: pair by pair, token by token
         targets = torch.cat([torch.tensor(p.response, dtype=torch.long) for p in pairs]).to(dev)
-        out = torch.empty(len(targets), dtype=torch.float32, device=dev)
-        for k in range(0, len(targets), LOGIT_CHUNK):
-            logits = head(picked[k:k + LOGIT_CHUNK]).float()
-            out[k:k + LOGIT_CHUNK] = torch.log_softmax(logits, dim=-1).gather(
-                1, targets[k:k + LOGIT_CHUNK, None]).squeeze(1)
-        out_np = out.cpu().numpy()
+        out_np = to_numpy(self.fp32_head().token_logprobs(picked, targets))
         sizes = np.cumsum([0] + [len(p.response) for p in pairs])
         return [out_np[sizes[b]:sizes[b + 1]].copy() for b in range(len(pairs))]
 
@@ -256,30 +354,29 @@ class CausalLM:
     @torch.inference_mode()
     def next_token_logprobs(self, prompts: Sequence[list[int]]) -> torch.Tensor:
         """log p(next token | prompt) over the whole vocabulary, [len(prompts), V] float32 on the CPU."""
-        _, head = self._backbone_and_head()
-        return torch.log_softmax(head(self.last_token_states(prompts)).float(), dim=-1).cpu()
+        return self.fp32_head().log_softmax(self.last_token_states(prompts)).detach().cpu()
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None) -> list[str]:
-        """Continue each prompt text (one batch, left-padded); greedy when temperature is 0."""
+        """Continue each prompt text (one batch, left-padded; start-token rule); greedy when temperature is 0."""
         if seed is not None:
             torch.manual_seed(seed)
         tok = self.tokenizer
-        side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = side
-        enc = {k: v.to(self.device) for k, v in enc.items()}
+        seqs = [self.prompt_ids(p) for p in prompts]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for b, s in enumerate(seqs):
+            ids[b, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[b, width - len(s):] = 1
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:]
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        new = out[:, width:]
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
     def iter_batches(self, pairs: Sequence[Pair], batch_size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:

@@ -13,6 +13,10 @@ assistant named SmolLM, trained by Hugging Face" whenever the conversation has n
 
 The prompt ends exactly where the response starts (the assistant header included), found by
 rendering a sentinel as the assistant's content, so any template works and the boundary is exact.
+
+Prompts here are texts; the start token (BOS) is added when they are tokenized, by one rule for every
+pass (:meth:`datawinnow.backends.causal_lm.CausalLM.prompt_ids`): a template-less model's Alpaca
+prompt and its empty prompt both start with it.
 """
 
 from __future__ import annotations
@@ -78,7 +82,11 @@ class PromptRenderer:
         return self._split_assistant(self._with_system(list(messages)))[0]
 
     def empty_prompt(self) -> str:
-        """The chat template with only the assistant turn (IterIT's unconditioned prompt)."""
+        """The chat template with only the assistant turn (IterIT's unconditioned prompt).
+
+        Without a chat template there is no assistant turn to render: the empty text, which the backend
+        turns into the start token alone (the same unconditioned pass as IFD's ``bare``).
+        """
         if not self.has_template:
             return ""
         return self._split_assistant(self._with_system([]))[0]

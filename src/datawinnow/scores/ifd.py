@@ -6,28 +6,43 @@ an empty prompt. Two variants, both named:
 - ``loss_ratio`` (Cherry's code, data-juicer): IFD = L(y | x) / L(y).
 - ``ppl_ratio`` (IterIT, Superfiltering): IFD = exp(L(y | x)) / exp(L(y)).
 
-The empty prompt is ``bare`` (the response after only the start-of-text token, as Cherry scores
-it) or ``template`` (the chat template with only the assistant turn, as IterIT does); ``auto``
-picks ``bare`` for ``loss_ratio`` and ``template`` for ``ppl_ratio``.
+The empty prompt is ``bare`` (the response after only the start token, as Cherry scores it) or
+``template`` (the chat template with only the assistant turn, as IterIT does; a model without a chat
+template has no such turn, so there it is the start token alone, the same as ``bare``); ``auto``
+picks ``bare`` for ``loss_ratio`` and ``template`` for ``ppl_ratio``. Every pass starts with the
+model's start token (see :mod:`datawinnow.backends.causal_lm`), the conditioned one included.
 
-The two losses are what is cached (float32 or wider, never bf16: IterIT's bf16 storage makes many
-rankings tie), so switching variant with the same empty prompt costs nothing.
+**Truncation.** Both losses average exactly the same response tokens: the span that fits beside the
+prompt in the conditioned pass (``max_length`` tokens, the response keeping at least half of them,
+the prompt its start token and its end). The unconditioned pass scores that span, not the longer one
+that would fit after the short empty prompt, so L(y | x) and L(y) compare like with like.
+
+**Cache.** One store per (model, ``max_length``, system prompt) holds, per record, L(y | x), the
+span length and every L(y) computed so far (``bare``, ``template``). Neither the variant nor the
+empty prompt is part of the key: switching variant recomputes nothing, and a new empty prompt computes
+only its own (short) pass. Losses are stored as float32 or wider, never bf16 (IterIT's bf16 storage
+makes many rankings tie).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import numpy as np
 
 from ..backends.causal_lm import Pair, length_sorted_batches
+from ..cache import ScoreStore
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable, run_cached
+from .base import Context, Scorer, ScoreTable, progress_bar
 
 VARIANTS = ("loss_ratio", "ppl_ratio")
 EMPTY_PROMPTS = ("auto", "bare", "template")
+STORE = "ifd"
+RULES = "aligned-span+start-token-1"  # part of the cache key: the truncation and start-token rules
 
 
 def ifd_value(loss_conditioned: float, loss_unconditioned: float, variant: str) -> float:
@@ -47,43 +62,90 @@ def resolve_empty_prompt(variant: str, empty_prompt: str) -> str:
     return "bare" if variant == "loss_ratio" else "template"
 
 
-def ifd_pairs(model, record: Record, empty_prompt: str) -> tuple[Pair, Pair]:
-    """(conditioned, unconditioned) teacher-forced pairs for one record."""
+def empty_prompt_text(model, empty_prompt: str) -> str:
+    """The text of the unconditioned pass's prompt (before the start token is added)."""
+    if empty_prompt == "bare":
+        return ""
+    if empty_prompt == "template":
+        return model.renderer.empty_prompt()
+    raise ConfigError(f"ifd: empty_prompt must be bare or template here, got '{empty_prompt}'")
+
+
+def conditioned_pair(model, record: Record) -> Pair:
+    """The L(y | x) pair; its response is the span both passes score."""
     if not record.output.strip():
         raise DataError(f"record '{record.id}' has an empty response; IFD needs one", field="output")
-    cond = model.record_pair(record)
-    if empty_prompt == "bare":
-        uncond = model.pair("", record.output, bare=True)
-    else:
-        uncond = model.pair(model.renderer.empty_prompt(), record.output)
-    return cond, uncond
+    return model.record_pair(record)
+
+
+def ifd_pairs(model, record: Record, empty_prompt: str) -> tuple[Pair, Pair]:
+    """(conditioned, unconditioned) teacher-forced pairs for one record, over the same response tokens."""
+    cond = conditioned_pair(model, record)
+    return cond, model.span_pair(empty_prompt_text(model, empty_prompt), cond.response)
 
 
 def ifd_losses(dataset: Dataset, ctx: Context, empty_prompt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """(L(y|x), L(y), response token count) per record, cached and resumable."""
+    """(L(y|x), L(y), response token count) per record, cached and resumable.
+
+    Rows hold L(y|x) and each empty prompt's L(y) computed so far; a record is computed only for the
+    passes its row lacks (batch by batch, each batch stored atomically before the next starts).
+    """
     model = ctx.model
-    pairs: dict[str, tuple[Pair, Pair]] = {}
+    u_key = f"loss_{empty_prompt}"
+    u_text = empty_prompt_text(model, empty_prompt)
+    store = ScoreStore(STORE, {"rules": RULES, "max_length": model.max_length, "system": model.renderer.system},
+                       model.identity) if ctx.use_cache else None
+    rows: dict[str, dict] = {}
+    todo: list[Record] = []
+    for r in dataset:
+        hit = store.lookup(r.id, r.content_key()) if store is not None else None
+        if hit is not None:
+            rows[r.id] = hit
+        if hit is None or u_key not in hit:
+            todo.append(r)
+    passes = {"conditioned": 0, empty_prompt: 0}
+    t0 = time.perf_counter()
+    if todo:
+        cond: dict[str, Pair] = {r.id: conditioned_pair(model, r) for r in todo if "loss_conditioned" not in
+                                 rows.get(r.id, {})}
+        spans = {r.id: cond[r.id].response if r.id in cond else None for r in todo}
 
-    def pair_of(r: Record) -> tuple[Pair, Pair]:
-        if r.id not in pairs:
-            pairs[r.id] = ifd_pairs(model, r, empty_prompt)
-        return pairs[r.id]
+        def uncond_pair(r: Record) -> Pair:
+            span = spans[r.id]
+            if span is None:  # L(y|x) cached: rebuild the span (tokenization only, no model pass)
+                span = spans[r.id] = conditioned_pair(model, r).response
+            return model.span_pair(u_text, span)
 
-    def plan(todo: list[Record]):
-        return length_sorted_batches([len(pair_of(r)[0]) for r in todo], ctx.batch_size)
-
-    def compute(batch: list[Record]) -> list[dict]:
-        cond = model.response_loss([pair_of(r)[0] for r in batch])
-        uncond = model.response_loss([pair_of(r)[1] for r in batch])
-        return [{"loss_conditioned": float(c), "loss_unconditioned": float(u),
-                 "n_tokens": len(pair_of(r)[0].response)} for r, c, u in zip(batch, cond, uncond)]
-
-    params = {"empty_prompt": empty_prompt, "max_length": model.max_length, "system": model.renderer.system}
-    rows, info = run_cached(dataset, scorer="ifd", params=params, identity=model.identity, compute=compute,
-                            plan=plan, ctx=ctx)
-    lc = np.array([r["loss_conditioned"] for r in rows], dtype=np.float64)
-    lu = np.array([r["loss_unconditioned"] for r in rows], dtype=np.float64)
-    nt = np.array([r["n_tokens"] for r in rows], dtype=np.int64)
+        lengths = [len(cond[r.id]) if r.id in cond else len(uncond_pair(r)) for r in todo]
+        bar = progress_bar(len(todo), "ifd", ctx.progress)
+        try:
+            for idx in length_sorted_batches(lengths, ctx.batch_size):
+                batch = [todo[i] for i in idx]
+                fresh = [r for r in batch if r.id in cond]
+                if fresh:
+                    for r, loss in zip(fresh, model.response_loss([cond[r.id] for r in fresh])):
+                        rows[r.id] = {"loss_conditioned": float(loss), "n_tokens": len(cond[r.id].response)}
+                    passes["conditioned"] += len(fresh)
+                for r, loss in zip(batch, model.response_loss([uncond_pair(r) for r in batch])):
+                    rows[r.id] = {**rows[r.id], u_key: float(loss), "id": r.id, "_key": r.content_key()}
+                passes[empty_prompt] += len(batch)
+                if store is not None:
+                    store.put([rows[r.id] for r in batch])
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        if store is not None:
+            store.compact()
+    seconds = time.perf_counter() - t0
+    info = {"computed": len(todo), "cached": len(dataset) - len(todo), "passes": passes, "seconds": round(seconds, 3),
+            "samples_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}
+    if ctx.progress and todo:
+        print(f"ifd: scored {len(todo)} samples in {seconds:.1f} s ({len(todo) / seconds:.2f} samples/s); "
+              f"{info['cached']} from cache", file=sys.stderr)
+    ordered = [rows[r.id] for r in dataset]
+    lc = np.array([r["loss_conditioned"] for r in ordered], dtype=np.float64)
+    lu = np.array([r[u_key] for r in ordered], dtype=np.float64)
+    nt = np.array([r["n_tokens"] for r in ordered], dtype=np.int64)
     return lc, lu, nt, info
 
 

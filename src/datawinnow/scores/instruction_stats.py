@@ -1,11 +1,12 @@
 """Instruction embeddings and instruction perplexity from a causal LM, in one forward pass.
 
-For each record the instruction text is tokenized (``bare``: the start-of-text marker, then the
-instruction and input as plain text; ``template``: the rendered chat/Alpaca prompt), and one pass
-of the model gives
+For each record the instruction text is tokenized (``bare``: the instruction and input as plain text;
+``template``: the rendered chat/Alpaca prompt; both after the model's start token, by the backend's
+start-token rule), and one pass of the model gives
 
 - the embedding: the mean over the sequence's tokens of the last hidden state (after the final norm);
-- the perplexity: exp of the mean cross-entropy of every token after the first.
+- the perplexity: exp of the mean cross-entropy of every token after the first (LM head and
+  log-softmax in float32, whatever the model's dtype).
 
 ``bare`` is the default because template tokens (and SmolLM2's default system persona) are the same
 for every sample and would dominate a mean embedding. Rows are cached per record (embeddings packed
@@ -19,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..backends.causal_lm import CausalLM, length_sorted_batches
+from ..backends.causal_lm import CausalLM, length_sorted_batches, to_numpy
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
 from .base import Context, run_cached
@@ -32,9 +33,9 @@ def instruction_ids(lm: CausalLM, record: Record, text: str) -> list[int]:
     if not record.prompt.strip():
         raise DataError(f"record '{record.id}' has an empty instruction", field="instruction")
     if text == "bare":
-        ids = lm.start_ids() + lm.encode(record.prompt)
+        ids = lm.prompt_ids(record.prompt)
     elif text == "template":
-        ids = lm.encode(lm.renderer.prompt(record))
+        ids = lm.prompt_ids(lm.renderer.prompt(record))
     else:
         raise ConfigError(f"instruction text must be one of {', '.join(TEXTS)}, got '{text}'")
     return ids[:lm.max_length]
@@ -43,7 +44,7 @@ def instruction_ids(lm: CausalLM, record: Record, text: str) -> list[int]:
 @torch.inference_mode()
 def embed_and_perplexity(lm: CausalLM, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """(mean last hidden state [b, H] float32, perplexity [b]) for one batch of token-id lists."""
-    _, head = lm._backbone_and_head()
+    head = lm.fp32_head()
     hidden, mask = lm.hidden_states(sequences)
     hidden = hidden.float()
     m = mask.unsqueeze(-1).float()
@@ -52,10 +53,10 @@ def embed_and_perplexity(lm: CausalLM, sequences: list[list[int]]) -> tuple[np.n
     for b, s in enumerate(sequences):
         if len(s) < 2:
             continue
-        logits = head(hidden[b, :len(s) - 1].to(lm.dtype)).float()
+        logits = head.logits(hidden[b, :len(s) - 1])
         nll = torch.nn.functional.cross_entropy(logits, torch.tensor(s[1:], device=hidden.device))
         ppl[b] = math.exp(nll.item())
-    return emb.cpu().numpy().astype(np.float32), ppl
+    return to_numpy(emb), ppl
 
 
 def instruction_stats(dataset: Dataset, ctx: Context, text: str = "bare", lm: CausalLM | None = None
