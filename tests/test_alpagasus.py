@@ -11,15 +11,34 @@ from datawinnow.errors import ConfigError
 from datawinnow.registry import METHODS, SCORERS
 from datawinnow.scores.alpagasus import alpagasus_conversation
 from datawinnow.scores.base import Context
-from datawinnow.scores.judging import first_digit
+from datawinnow.scores.judging import parse_rating
 from datawinnow.select.methods.alpagasus import threshold_select
 
 
-def test_first_digit():
-    assert first_digit("5\nGreat", "012345") == 5
-    assert first_digit("Score: 4.5", "012345") == 4
-    assert first_digit("7, no: 3", "012345") == 3  # 7 is not a 0-5 digit
-    assert first_digit("no digits", "012345") is None
+@pytest.mark.parametrize("reply, rating", [
+    ("5\nGreat", 5.0),
+    ("4.5", 4.5),
+    ("4.5/5", 4.5),
+    ("Score: 4.5", 4.5),
+    ("Rating: 4", 4.0),
+    ("5/5", 5.0),
+    ("5.0/5 - flawless", 5.0),
+    ("Grade: 4.25 (minor slip)", 4.25),
+    ("3.", 3.0),                                # end of sentence, not a decimal
+    ("I'd say 4 out of 5.", 4.0),
+    ("7, no: 3", 3.0),                          # 7 is not on the 0-5 scale
+    ("Grade: 45 is a typo; 4.5", 4.5),          # neither is 45 (it is not its first digit, 4)
+    ("9/10, so 4.5", 4.5),                      # a fraction on another scale is no 0-5 rating
+    ("On a 0-5 scale: 2.5", 2.5),               # the scale itself is no rating
+    ("Grade (1 to 5): 3", 3.0),
+    ("4-5", 4.0),                               # a range that is not the scale reads its first end
+    ("0 - wrong", 0.0),
+    ("no digits", None),
+    ("9/10", None),
+    ("", None),
+])
+def test_parse_rating(reply, rating):
+    assert parse_rating(reply, 0, 5) == rating
 
 
 class ReplyJudge(Judge):
@@ -68,6 +87,15 @@ def test_threshold_cut_and_fill_golden():
     sel = run(None, threshold=4)
     assert sel.selected == ["a", "b", "c", "f"] and sel.budget == 4 and sel.info["threshold_only"]
     assert sel.scores == {"a": 5.0, "b": 5.0, "c": 4.0, "d": 3.0, "e": 1.0, "f": 4.0}
+
+
+def test_decimal_ratings_meet_the_default_threshold():
+    # the paper's threshold 4.5 keeps 4.5s, not only 5s
+    replies = {"ta": "4.5/5", "tb": "Score: 4.5\nminor slip", "tc": "Rating: 4", "td": "5/5", "te": "4.4"}
+    pool = Dataset([Record(id=t[1], instruction=t, output=f"out {t}") for t in replies])
+    sel = METHODS.get("alpagasus")().run(pool, None, Context(judge=ReplyJudge(replies), progress=False))
+    assert sel.selected == ["d", "a", "b"]
+    assert sel.scores == {"a": 4.5, "b": 4.5, "c": 4.0, "d": 5.0, "e": 4.4}
 
 
 def test_threshold_select_plain_function():

@@ -239,11 +239,11 @@ def _pool() -> Dataset:
     return Dataset([Record(id=f"r{i}", instruction=f"task {i}", output=f"answer {i}") for i in range(6)])
 
 
-def test_alpagasus_parses_first_digit_0_to_5_from_remote_replies(server):
-    # replies by task number; the first digit 0-5 is the score ("Grade: 8 is too generous; 4" -> 4: 8 is not 0-5;
-    # note the rule is literal: "9/10" would read as 1)
+def test_alpagasus_parses_the_first_rating_0_to_5_from_remote_replies(server):
+    # replies by task number; the first number on the 0-5 scale is the score, decimals included
+    # ("Grade: 8 is too generous; 4" -> 4: 8 is not 0-5)
     replies = {"task 0": "5\nPerfect.", "task 1": "Rating: 4.5 - minor issues", "task 2": "Grade: 8 is too generous; 4",
-               "task 3": "I would give it a 2", "task 4": "3", "task 5": "0 - wrong"}
+               "task 3": "I would give it a 2", "task 4": "3/5", "task 5": "0 - wrong"}
 
     def reply(body):
         text = body["messages"][-1]["content"]
@@ -252,7 +252,7 @@ def test_alpagasus_parses_first_digit_0_to_5_from_remote_replies(server):
     server.default = ("reply", reply)
     ctx = Context(judge=judge_for(server), progress=False)
     table = SCORERS.get("alpagasus")().score(_pool(), ctx)
-    assert table.score.tolist() == [5.0, 4.0, 4.0, 2.0, 3.0, 0.0]
+    assert table.score.tolist() == [5.0, 4.5, 4.0, 2.0, 3.0, 0.0]
     assert table.info["judge"] == f"remote:{server.url}/chat/completions|judge-model"
     # cached: a second run sends nothing
     n = len(server.requests)

@@ -1,11 +1,12 @@
 """AlpaGasus accuracy rating: a judge rates each (instruction, input, response) for accuracy on 0-5.
 
 ``readout=text`` (the paper, as Chasing Random re-implemented it): the judge writes a reply and
-the first digit 0-5 in it is the score. ``readout=expected``: the expected rating sum_k k p_k over
+the first rating 0-5 in it is the score, decimals included ("4.5", "4.5/5", "Score: 4.5"; see
+:func:`~datawinnow.scores.judging.parse_rating`). ``readout=expected``: the expected rating sum_k k p_k over
 the probabilities of the tokens "0".."5" at the first generated position (a local judge, or a
 remote one with ``--judge-logprobs``); no generation, and no integer ties.
 
-A reply without a digit 0-5 is an error by default (``on_unparsable=error``); ``drop`` leaves the
+A reply without a rating 0-5 is an error by default (``on_unparsable=error``); ``drop`` leaves the
 record unscored (NaN, never selected, counted in the table's info). There is no default score.
 The prompt wording is datawinnow's own.
 """
@@ -18,9 +19,10 @@ from ..data.record import Dataset, Record
 from ..errors import ConfigError
 from ..registry import SCORERS
 from .base import Context, Scorer, ScoreTable, run_cached
-from .judging import check_readout, expected_scores, finite_or_nan, first_digit, judge_plan, transcript, unparsable
+from .judging import check_readout, expected_scores, finite_or_nan, judge_plan, parse_rating, transcript, unparsable
 
 PROMPT_VERSION = "alpagasus-v1"
+PARSER_VERSION = "rating-v2"  # decimals read whole ("4.5" is 4.5; rating-v1 read its first digit, 4)
 SYSTEM = "You are a meticulous reviewer of training data for AI assistants. You grade strictly and briefly."
 TEMPLATE = (
     "An AI assistant was given the task below and wrote the answer that follows. Judge how accurate the "
@@ -34,7 +36,6 @@ TEMPLATE = (
     "=== Answer ===\n{answer}\n\n"
     "Grade (0-5):"
 )
-DIGITS = "012345"
 ON_UNPARSABLE = ("error", "drop")
 
 
@@ -67,14 +68,14 @@ class AlpagasusScorer(Scorer):
                 return [{"rating": float(s), "p_max": float(p.max())} for s, p in zip(scores, probs)]
             rows = []
             for r, reply in zip(batch, judge.chat(convs, max_tokens=max_tokens, temperature=0.0)):
-                value = first_digit(reply, DIGITS)
+                value = parse_rating(reply, 0, 5)
                 if value is None and on_bad == "error":
                     raise unparsable(self.name, r, reply)
-                rows.append({"rating": None if value is None else float(value), "reply": reply[:200]})
+                rows.append({"rating": value, "reply": reply[:200]})
             return rows
 
         params = {"prompt": PROMPT_VERSION, "readout": readout,
-                  **({"max_tokens": max_tokens} if readout == "text" else {})}
+                  **({"max_tokens": max_tokens, "parser": PARSER_VERSION} if readout == "text" else {})}
         rows, info = run_cached(dataset, scorer=self.name, params=params, identity=judge.identity, compute=compute,
                                 plan=judge_plan(judge, ctx), ctx=ctx)
         rating = finite_or_nan([r["rating"] for r in rows])

@@ -1,4 +1,4 @@
-"""Shared pieces of the judge-based scorers (alpagasus, deita, selectit): turns, digit parsing, batching."""
+"""Shared pieces of the judge-based scorers (alpagasus, deita, selectit): turns, rating parsing, batching."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from ..data.record import Record
 from ..errors import ConfigError, DataError
 from .base import Context, sequential_plan
 
-DIGIT = re.compile(r"\d")
 READOUTS = ("text", "expected")
 
 
@@ -48,11 +47,30 @@ def transcript(record: Record) -> tuple[str, str]:
     return "\n\n".join(lines), pairs[-1][1]
 
 
-def first_digit(reply: str, allowed: str) -> int | None:
-    """The first character of ``reply`` that is one of the ``allowed`` digits (AlpaGasus / Chasing Random parsing)."""
-    for ch in reply:
-        if ch in allowed:
-            return int(ch)
+_NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)?")
+_OUT_OF = re.compile(r"\s*/\s*(\d+(?:\.\d+)?)")        # "4.5/5"
+_UP_TO = re.compile(r"\s*(?:-|\u2013|to)\s*(\d+(?:\.\d+)?)")  # "0-5", "1 to 5"
+
+
+def parse_rating(reply: str, low: float = 0, high: float = 5) -> float | None:
+    """The first number in ``reply`` that is a rating on the ``low``-``high`` scale, decimals included.
+
+    "4.5", "Score: 4.5", "Rating: 4", "4.5/5" and "5/5" read as written; a number outside the scale
+    is passed over ("Grade: 8 is too generous; 4" reads 4), and so is a fraction on another scale
+    ("9/10" is no 0-5 rating) and the scale itself ("on a 0-5 scale: 4" reads 4).
+    """
+    pos = 0
+    while (m := _NUMBER.search(reply, pos)) is not None:
+        value, pos = float(m.group()), m.end()
+        if (frac := _OUT_OF.match(reply, pos)) is not None:
+            pos = frac.end()
+            if float(frac.group(1)) != high:
+                continue
+        elif (span := _UP_TO.match(reply, pos)) is not None and value in (low, 1) and float(span.group(1)) == high:
+            pos = span.end()
+            continue
+        if low <= value <= high:
+            return value
     return None
 
 
