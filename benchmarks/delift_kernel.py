@@ -50,9 +50,9 @@ def main() -> None:
     lm = CausalLM.load("smollm2", device="cpu", max_length=args.max_length)
     print(f"loaded SmolLM2 ({lm.dtype}) in {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}")
     tok = UtilityTokens(lm)
-    lens = [len(tok.target(r)[0]) + len(tok.target(r)[1]) for r in ds]
+    lens = [len(tok.no_example_pair(r)) for r in ds]
     ex_lens = [len(tok.example(r)) for r in ds]
-    print(f"{len(ds)} samples: target part {np.mean(lens):.0f} tokens on average, example prefix {np.mean(ex_lens):.0f}")
+    print(f"{len(ds)} samples: no-example pair {np.mean(lens):.0f} tokens on average, example prefix {np.mean(ex_lens):.0f}")
 
     # 1. dense: every target against each of the first `examples` examples
     examples = ds[: args.examples]
@@ -61,7 +61,8 @@ def main() -> None:
     t_dense = time.perf_counter() - t0
     dense_rate = dense.info["pairs"] / t_dense
     print(f"fast, dense:  {dense.info['pairs']} pairs in {t_dense:.1f} s = {dense_rate:.2f} pairs/s "
-          f"(incl. d(y|x) of {len(ds)} targets: {dense.info['seconds_base']:.1f} s)")
+          f"(incl. d(y|x) of {len(ds)} targets: {dense.info['seconds_base']:.1f} s; "
+          f"{dense.info['pairs_from_scratch']} pairs without prefix reuse: merged token boundary)")
 
     # 2. the per-pair reference on random pairs of the same block
     rng = np.random.default_rng(0)

@@ -54,26 +54,28 @@ def slow_logprobs(lm, ids: list[int], n_prompt: int) -> np.ndarray:
     return np.array([lp[t - 1, ids[t]].item() for t in range(n_prompt, len(ids))])
 
 
+EXAMPLE_HEAD_TEXT = ("Instruction:\nUse the following example as a guide to answer the query in the same format "
+                     "and style, providing a clear and concise response.\n\n\nExample:\n")
+NO_EXAMPLE_TEXT = "Instruction: Please generate a response to the following query.\n\n\nQuery: "
+
+
+def whole(lm, text: str) -> list[int]:
+    """A prompt text tokenized at once, after the start token (the tokenizer's BOS)."""
+    return [lm.tokenizer.bos_token_id] + lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def slow_utility(lm, target: Record, example: Record) -> float:
-    """UF[i, j] re-encoding [example; query; response] and [query; response] from scratch."""
-    enc = lm.encode
-    start = lm.start_ids()
-    q = enc(target.prompt)
-    y = enc(target.output)
-    base_prompt = start + enc("Instruction: Please generate a response to the following query.\n\n\nQuery: ") + q + enc("\n")
-    ex = start + tok_example_head(lm) + enc(f"{example.prompt}\n{example.output}")[: lm.max_length]
-    cond_prompt = ex + enc("\n\n\nQuery:\n") + q + enc("\n")
+    """UF[i, j] re-encoding [example; query; response] and [query; response] from scratch, each prompt
+    text tokenized as one string and the response on its own."""
+    y = lm.tokenizer(target.output, add_special_tokens=False)["input_ids"]
+    base_prompt = whole(lm, f"{NO_EXAMPLE_TEXT}{target.prompt}\n")
+    cond_prompt = whole(lm, f"{EXAMPLE_HEAD_TEXT}{example.prompt}\n{example.output}\n\n\nQuery:\n{target.prompt}\n")
 
     def d(prompt):
         p = np.exp(slow_logprobs(lm, prompt + y, len(prompt)))
         return np.linalg.norm(p - 1) / np.sqrt(len(p))
 
     return d(base_prompt) - d(cond_prompt)
-
-
-def tok_example_head(lm):
-    return lm.encode("Instruction:\nUse the following example as a guide to answer the query in the same format "
-                     "and style, providing a clear and concise response.\n\n\nExample:\n")
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +98,75 @@ def test_prompt_forms(warm_lm, short_records):
     assert warm_lm.tokenizer.decode(base.response) == t.output
 
 
+def test_prompts_are_tokenized_as_one_string(warm_lm, short_records):
+    tok = UtilityTokens(warm_lm)
+    enc = warm_lm.encode
+    t, e = short_records[0], short_records[1]
+    base = tok.no_example_pair(t).prompt
+    assert base == whole(warm_lm, f"{NO_EXAMPLE_TEXT}{t.prompt}\n")
+    # the piecewise tokenization ("...Query: " then x_i) is a split the tokenizer never produces for this text
+    assert base != whole(warm_lm, "")[:1] + enc(NO_EXAMPLE_TEXT) + enc(t.prompt) + enc("\n")
+    assert tok.with_example_pair(t, e).prompt == whole(
+        warm_lm, f"{EXAMPLE_HEAD_TEXT}{e.prompt}\n{e.output}\n\n\nQuery:\n{t.prompt}\n")
+
+
 def test_kv_cached_logprobs_equal_uncached_forward(warm_lm, short_records):
     tok = UtilityTokens(warm_lm)
-    prefix = tok.example(short_records[0])
-    parts = [tok.target_part(r) for r in short_records]
+    ex = short_records[0]
+    prefix = tok.example(ex)
+    parts = tok.parts_after(ex, short_records)
+    assert all(p is not None for p in parts)  # clean boundaries: every pair reuses the prefix
     fast = logprobs_after_prefix(warm_lm, prefix, parts, batch_size=2)  # mixed lengths, right padding
-    for (q, y), got in zip(parts, fast):
+    for r, (q, y), got in zip(short_records, parts, fast):
+        # prefix + query part is exactly the whole prompt's own tokenization
+        assert prefix + q == whole(warm_lm, f"{EXAMPLE_HEAD_TEXT}{ex.prompt}\n{ex.output}\n\n\nQuery:\n{r.prompt}\n")
         ref = slow_logprobs(warm_lm, prefix + q + y, len(prefix) + len(q))
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_merged_boundary_falls_back_to_the_whole_string(warm_lm, short_records):
+    import copy
+
+    from datawinnow.backends import CausalLM
+
+    # a tokenizer with a token for four newlines (as real vocabularies have whitespace-run tokens): an example
+    # response ending in a newline joins the query's "\n\n\n", so the whole prompt's tokens do not begin with
+    # the example prefix's own tokens
+    tokenizer = copy.deepcopy(warm_lm.tokenizer)
+    tokenizer.add_tokens(["\n\n\n\n"])
+    model = copy.deepcopy(warm_lm.model)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    lm = CausalLM(model, tokenizer, identity="warm+nl4", max_length=256)
+    ex = Record(id="nl", instruction=short_records[1].instruction, output=short_records[1].output + "\n")
+    recs = short_records[:3]
+    tok = UtilityTokens(lm)
+    assert tok.parts_after(ex, recs) == [None, None, None]
+    assert all(p is not None for p in tok.parts_after(recs[0], recs))
+    k = utility_kernel(lm, recs, [ex, recs[0]], batch_size=2, progress=False, use_cache=False)
+    assert k.info["pairs_from_scratch"] == 3
+    ref = np.array([[slow_utility(lm, t, e) for t in recs] for e in (ex, recs[0])])
+    assert ref.max() - ref.min() > 1e-3
+    np.testing.assert_allclose(np.asarray(k.matrix), ref, atol=1e-4)
+
+
+def test_long_target_is_cut_on_text_and_fits(warm_lm):
+    from datawinnow.backends import CausalLM
+
+    lm = CausalLM(warm_lm.model, warm_lm.tokenizer, identity="warm", max_length=96)
+    ds = load("bundled:alpaca_en_demo")
+    long = Record(id="long", instruction=" ".join(r.instruction for r in ds[:8]), output=ds[0].output * 4)
+    tok = UtilityTokens(lm)
+    query, resp = tok.target(long)
+    assert long.prompt.endswith(query) and len(query) < len(long.prompt)  # the query keeps its end
+    pair = tok.no_example_pair(long)
+    assert len(pair) <= 96 and len(resp) == 48  # the response keeps half the window
+    assert len(pair) >= 94  # and the query as much of the rest as fits
+    assert pair.prompt == whole(lm, f"{NO_EXAMPLE_TEXT}{query}\n")
+    assert pair.response == lm.encode(long.output)[:48]
+    assert tok.with_example_pair(long, ds[1]).response == pair.response  # both forms score the same tokens
+    tiny = UtilityTokens(CausalLM(warm_lm.model, warm_lm.tokenizer, identity="warm", max_length=24))
+    assert tiny.target(long)[0] == "" and len(tiny.no_example_pair(long).response) >= 1  # the head alone overflows
 
 
 def test_utility_kernel_equals_slow_reference(warm_lm, short_records):

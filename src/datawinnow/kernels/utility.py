@@ -7,15 +7,27 @@ For a target ``i`` and an in-context example ``j`` (SPEC section 3)::
 where ``p_t`` is the probability of the ground-truth response token ``y_t`` (teacher forcing, the
 ``T`` response tokens only). Positive: the example helps the model produce ``y_i``.
 
-Prompts (DELIFT's teacher-forced reference; plain text, no chat template, after the start marker)::
+Prompts (DELIFT's teacher-forced reference; plain text, no chat template, after the model's start
+token by the backend's start-token rule)::
 
     no example:   "Instruction: Please generate a response to the following query.\\n\\n\\nQuery: {x_i}\\n" + y_i
     with example: "Instruction:\\nUse the following example as a guide ...\\n\\n\\nExample:\\n{x_j}\\n{y_j}"
                   + "\\n\\n\\nQuery:\\n{x_i}\\n" + y_i
 
-Cost reducers: the example comes first, so its prefix is encoded once (``past_key_values``) and
-shared, expanded without copying, by length-sorted batches of targets; logits are computed only
-at response positions. Dense mode scores all pairs, sparse mode each target against its ``k``
+Each prompt text (everything before ``y_i``) is tokenized as one string, and ``y_i`` on its own, so
+both forms score exactly the same response tokens and every prompt is a tokenization the tokenizer
+itself produces. Truncation works on text, at token boundaries: ``x_i`` keeps its end (so that the
+no-example pair fits ``max_length``, the response keeping at least half), the example's
+``{x_j}\\n{y_j}`` keeps its first ``max_length`` tokens; both forms use the same shortened ``x_i``.
+
+Cost reducers: the example comes first, so its prefix (the start token, the instruction and
+``{x_j}\\n{y_j}``, tokenized as one string) is encoded once (``past_key_values``) and shared,
+expanded without copying, by length-sorted batches of targets. That is exact only where the
+whole prompt's tokenization begins with the prefix's own tokens; each pair's whole prompt is
+tokenized (a fast batched call, negligible beside the forward passes) and checked, and a pair
+whose boundary merges (e.g. an example response ending in whitespace that joins the query's
+newlines) is computed from scratch on its whole-string tokenization instead. Logits are computed
+only at response positions, the LM head and log-softmax in float32. Dense mode scores all pairs, sparse mode each target against its ``k``
 nearest examples (indices given by the caller, e.g. from sentence embeddings). Kernel rows (one
 per example) are stored by block in a :class:`~datawinnow.kernels.store.KernelStore`, so a killed
 run resumes at the block it was in.
@@ -31,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..backends.causal_lm import LOGIT_CHUNK, Pair, truncate_pair
+from ..backends.causal_lm import Pair, to_numpy
 from ..cache import stable_hash
 from ..data.record import Record
 from ..errors import ConfigError, DataError
@@ -41,7 +53,7 @@ NO_EXAMPLE_HEAD = "Instruction: Please generate a response to the following quer
 EXAMPLE_HEAD = ("Instruction:\nUse the following example as a guide to answer the query in the same format and "
                 "style, providing a clear and concise response.\n\n\nExample:\n")
 QUERY_AFTER_EXAMPLE = "\n\n\nQuery:\n"
-PROMPT_VERSION = "delift-tf-1"
+PROMPT_VERSION = "delift-tf-2"  # 2: whole-string prompt tokenization, start-token rule
 MODES = ("dense", "sparse")
 BLOCK_PAIRS = 1024  # default size of one cached block of the kernel, in pairs
 
@@ -54,55 +66,99 @@ def distance(logprobs: np.ndarray) -> float:
 
 @dataclass
 class UtilityTokens:
-    """Token pieces of DELIFT's two prompt forms for one model; parts are tokenized separately and
-    joined, so the response span is exact and both forms score exactly the same response tokens."""
+    """DELIFT's two prompt forms for one model, each prompt text tokenized as one string (see the module
+    docstring); the response is tokenized on its own, so both forms score the same response tokens."""
 
     lm: Any
-    _targets: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
-    _examples: dict[str, list[int]] = field(default_factory=dict)
+    _targets: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
+    _examples: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
 
     def __post_init__(self):
-        enc = self.lm.encode
-        self.start = self.lm.start_ids()
-        self.no_example_head = enc(NO_EXAMPLE_HEAD)
-        self.example_head = enc(EXAMPLE_HEAD)
-        self.query_head = enc(QUERY_AFTER_EXAMPLE)
-        self.newline = enc("\n")
+        self.tokenizer = self.lm.tokenizer
         self.max_length = self.lm.max_length
 
-    def target(self, r: Record) -> tuple[list[int], list[int]]:
-        """(query ids, response ids) of a target, truncated like the backend's pairs."""
+    def _cut(self, text: str, keep: int, *, from_end: bool) -> str:
+        """``text`` shortened to its first (or last) ``keep`` tokens, cut at a token boundary of its own tokenization."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=self.tokenizer.is_fast)
+        ids = enc["input_ids"]
+        if len(ids) <= keep:
+            return text
+        if keep <= 0:
+            return ""
+        if not self.tokenizer.is_fast:  # no offsets: decode the kept tokens
+            kept = ids[len(ids) - keep:] if from_end else ids[:keep]
+            return self.tokenizer.decode(kept)
+        offsets = enc["offset_mapping"]
+        return text[offsets[len(ids) - keep][0]:] if from_end else text[:offsets[keep - 1][1]]
+
+    def _no_example_prompt(self, query: str) -> list[int]:
+        return self.lm.prompt_ids(f"{NO_EXAMPLE_HEAD}{query}\n")
+
+    def target(self, r: Record) -> tuple[str, list[int]]:
+        """(query text, response ids) of a target: the query shortened from its start and the response
+        from its end so that the no-example pair fits ``max_length`` (the response keeps at least half)."""
         key = r.content_key()
         if key not in self._targets:
             if not r.output.strip():
                 raise DataError(f"record '{r.id}' has an empty response; the utility kernel needs one",
                                 field="output")
-            room = max(2, self.max_length - len(self.start) - len(self.no_example_head) - len(self.newline))
-            p = truncate_pair(self.lm.encode(r.prompt), self.lm.encode(r.output), room)
-            self._targets[key] = (p.prompt, p.response)
+            query, resp = r.prompt, self.lm.encode(r.output)
+            prompt = self._no_example_prompt(query)
+            if len(prompt) + len(resp) > self.max_length:
+                r_keep = min(len(resp), max(self.max_length - len(prompt), self.max_length // 2))
+                budget = self.max_length - r_keep
+                n_query = len(self.lm.encode(query))
+                keep = max(0, n_query - (len(prompt) - budget))
+                while len(prompt) > budget and keep >= 0:  # junction merges can shift the count by a token
+                    query = self._cut(r.prompt, keep, from_end=True).lstrip()
+                    prompt = self._no_example_prompt(query)
+                    keep -= 1
+                resp = resp[:max(1, min(r_keep, self.max_length - len(prompt)))]
+            self._targets[key] = (query, resp)
         return self._targets[key]
 
+    def example_text(self, r: Record) -> str:
+        """The example prefix's text: the instruction, then ``{x_j}\\n{y_j}`` (its first ``max_length`` tokens)."""
+        return self._example(r)[0]
+
     def example(self, r: Record) -> list[int]:
-        """The example prefix: start marker, instruction, the example's prompt and response (capped)."""
+        """The example prefix's token ids (start token, instruction, example; one string)."""
+        return self._example(r)[1]
+
+    def _example(self, r: Record) -> tuple[str, list[int]]:
         key = r.content_key()
         if key not in self._examples:
-            body = self.lm.encode(f"{r.prompt}\n{r.output}")[: self.max_length]
-            self._examples[key] = self.start + self.example_head + body
+            text = EXAMPLE_HEAD + self._cut(f"{r.prompt}\n{r.output}", self.max_length, from_end=False)
+            self._examples[key] = (text, self.lm.prompt_ids(text))
         return self._examples[key]
 
-    def target_part(self, r: Record) -> tuple[list[int], list[int]]:
-        """What follows the example prefix: (query part ids, response ids)."""
-        q, resp = self.target(r)
-        return self.query_head + q + self.newline, resp
+    def with_example_text(self, target: Record, example: Record) -> str:
+        """The whole with-example prompt text (everything before the target's response)."""
+        return f"{self.example_text(example)}{QUERY_AFTER_EXAMPLE}{self.target(target)[0]}\n"
 
     def no_example_pair(self, r: Record) -> Pair:
-        q, resp = self.target(r)
-        return Pair(self.start + self.no_example_head + q + self.newline, resp)
+        query, resp = self.target(r)
+        return Pair(self._no_example_prompt(query), list(resp))
 
     def with_example_pair(self, target: Record, example: Record) -> Pair:
-        """The full [example; query; response] sequence (what the reference re-encodes per pair)."""
-        q, resp = self.target_part(target)
-        return Pair(self.example(example) + q, resp)
+        """The full [example; query; response] sequence, its prompt tokenized as one string (what the
+        reference re-encodes per pair)."""
+        return Pair(self.lm.prompt_ids(self.with_example_text(target, example)), list(self.target(target)[1]))
+
+    def parts_after(self, example: Record, targets: Sequence[Record]) -> list[tuple[list[int], list[int]] | None]:
+        """Per target: (query-part ids, response ids) such that ``example(example) + query part`` is the whole
+        with-example prompt's own tokenization, or None where that tokenization does not begin with the
+        prefix's tokens (the boundary merged; that pair needs the from-scratch path)."""
+        prefix = self.example(example)
+        start = self.lm.start_ids()
+        texts = [self.with_example_text(t, example) for t in targets]
+        out: list[tuple[list[int], list[int]] | None] = []
+        for t, ids in zip(targets, self.tokenizer(texts, add_special_tokens=False)["input_ids"]):
+            if ids[:len(start)] != start:
+                ids = start + ids
+            ok = len(ids) > len(prefix) and ids[:len(prefix)] == prefix
+            out.append((ids[len(prefix):], list(self.target(t)[1])) if ok else None)
+        return out
 
 
 def padded_batches(lengths: Sequence[int], batch_size: int, slack: float = 0.25) -> list[list[int]]:
@@ -118,14 +174,6 @@ def padded_batches(lengths: Sequence[int], batch_size: int, slack: float = 0.25)
     return out
 
 
-def _head_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
-    for k in range(0, len(targets), LOGIT_CHUNK):
-        logits = head(hidden[k:k + LOGIT_CHUNK]).float()
-        out[k:k + LOGIT_CHUNK] = torch.log_softmax(logits, dim=-1).gather(1, targets[k:k + LOGIT_CHUNK, None]).squeeze(1)
-    return out
-
-
 @torch.inference_mode()
 def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int], list[int]]], *,
                           batch_size: int = 8) -> list[np.ndarray]:
@@ -138,7 +186,8 @@ def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int]
 
     if not parts:
         return []
-    backbone, head = lm._backbone_and_head()
+    backbone, _ = lm._backbone_and_head()
+    head = lm.fp32_head()
     config = lm._unwrapped().config
     dev = lm.device
     past = backbone(input_ids=torch.tensor([prefix], device=dev), use_cache=True).past_key_values
@@ -163,7 +212,7 @@ def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int]
         hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev), past_key_values=cache,
                           use_cache=True).last_hidden_state
         targets = torch.cat([torch.tensor(parts[i][1], dtype=torch.long) for i in idx]).to(dev)
-        vals = _head_logprobs(head, hidden[pred.to(dev)], targets).cpu().numpy()
+        vals = to_numpy(head.token_logprobs(hidden[pred.to(dev)], targets))
         pos = 0
         for i in idx:
             n = len(parts[i][1])
@@ -172,15 +221,42 @@ def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int]
     return out  # type: ignore[return-value]
 
 
+@dataclass
+class ExampleLogprobs:
+    values: list[np.ndarray]  # per target, log p(y_t) given [example; query]
+    fallback: int  # how many of them were computed from scratch
+
+
+def example_target_logprobs(lm, tokens: UtilityTokens, example: Record, targets: Sequence[Record], *,
+                            batch_size: int = 8) -> ExampleLogprobs:
+    """log p(y_t | example, x_i, y_<t) for each target: through the example's shared KV prefix where the
+    whole prompt's tokenization begins with the prefix's tokens, from scratch (whole sequence) elsewhere."""
+    parts = tokens.parts_after(example, targets)
+    out: list[np.ndarray | None] = [None] * len(targets)
+    fast = [i for i, p in enumerate(parts) if p is not None]
+    if fast:
+        for i, lp in zip(fast, logprobs_after_prefix(lm, tokens.example(example), [parts[i] for i in fast],
+                                                     batch_size=batch_size)):
+            out[i] = lp
+    slow = [i for i, p in enumerate(parts) if p is None]
+    if slow:
+        pairs = [tokens.with_example_pair(targets[i], example) for i in slow]
+        for idx in padded_batches([len(p) for p in pairs], batch_size):
+            for k, lp in zip(idx, lm.response_logprobs([pairs[k] for k in idx])):
+                out[slow[k]] = lp
+    return ExampleLogprobs(out, len(slow))  # type: ignore[arg-type]
+
+
 @torch.inference_mode()
 def full_logprobs(lm, pair: Pair) -> np.ndarray:
-    """The obvious computation: one uncached forward pass over the whole sequence, full logits."""
+    """The obvious computation: one uncached forward pass over the whole sequence, full logits at every
+    position (float32 head and log-softmax, as the fast path)."""
+    backbone, _ = lm._backbone_and_head()
     ids = torch.tensor([pair.prompt + pair.response], device=lm.device)
-    logits = lm.model(input_ids=ids).logits[0].float()
-    lp = torch.log_softmax(logits, dim=-1)
+    lp = lm.fp32_head().log_softmax(backbone(input_ids=ids).last_hidden_state[0])
     start = len(pair.prompt)
     pos = torch.arange(start - 1, start - 1 + len(pair.response), device=lm.device)
-    return lp[pos, torch.tensor(pair.response, device=lm.device)].cpu().numpy()
+    return to_numpy(lp[pos, torch.tensor(pair.response, device=lm.device)])
 
 
 def utility_pair_reference(lm, target: Record, example: Record, tokens: UtilityTokens | None = None) -> float:
@@ -259,13 +335,18 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
             store.save_vector("base", base)
     t_base = time.perf_counter() - t0
 
-    all_parts = [tokens.target_part(r) for r in targets]
+    fallback = [0]  # pairs computed from scratch (their prompt's tokenization does not begin with the prefix's)
+
+    def example_logprobs(example: Record, idx: list[int]) -> list[np.ndarray]:
+        lps = example_target_logprobs(lm, tokens, example, [targets[i] for i in idx], batch_size=batch_size)
+        fallback[0] += lps.fallback
+        return lps.values
 
     def compute(s: int, e: int, advance):
         if mode == "dense":
             block = np.empty((e - s, n_t), dtype=np.float32)
             for j in range(s, e):
-                lps = logprobs_after_prefix(lm, tokens.example(examples[j]), all_parts, batch_size=batch_size)
+                lps = example_logprobs(examples[j], list(range(n_t)))
                 block[j - s] = base - np.array([distance(lp) for lp in lps])
                 advance(n_t)
             return block, (e - s) * n_t
@@ -273,8 +354,7 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
         for j in range(s, e):
             if not lists[j]:
                 continue
-            lps = logprobs_after_prefix(lm, tokens.example(examples[j]), [all_parts[i] for i in lists[j]],
-                                        batch_size=batch_size)
+            lps = example_logprobs(examples[j], lists[j])
             rows += [j - s] * len(lists[j])
             cols += lists[j]
             vals += [base[i] - distance(lp) for i, lp in zip(lists[j], lps)]
@@ -290,6 +370,6 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
                            dtype=dt, progress=progress, desc="utility kernel", total_units=total, units_in=units_in)
     seconds = time.perf_counter() - t1
     info = {"kernel": "utility", "mode": mode, "pairs": total, "targets": n_t, "examples": n_e,
-            "seconds_base": round(t_base, 3), "seconds_pairs": round(seconds, 3),
+            "seconds_base": round(t_base, 3), "seconds_pairs": round(seconds, 3), "pairs_from_scratch": fallback[0],
             "cache_dir": str(store.dir) if store is not None else None}
     return UtilityKernel(matrix, base, info)
