@@ -86,3 +86,29 @@ def test_training_data_from_adapter_manifest(tmp_path):
     (adapter / "data_manifest.json").write_text(json.dumps({"source": str(tmp_path / "gone.jsonl")}))
     with pytest.raises(ConfigError, match="cannot read the training data .*gone.jsonl.* pass --train SRC"):
         training_data_from_adapter(str(adapter))
+
+
+def test_training_data_from_adapter_includes_mixed_in_samples(tmp_path):
+    """DELIA's manifest: the downstream ids plus cache samples (prefixed in training) read from the cache."""
+    src, cache = tmp_path / "data.jsonl", tmp_path / "cache.jsonl"
+    src.write_text("".join(json.dumps({"id": f"s{k}", "instruction": f"question {k}", "output": f"answer {k}"}) + "\n"
+                           for k in range(3)))
+    cache.write_text("".join(json.dumps({"id": f"c{k}", "messages": [
+        {"role": "user", "content": f"cache query {k}"}, {"role": "assistant", "content": f"cache answer {k}"}]}) + "\n"
+        for k in range(4)))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    man = {"source": str(src), "ids": ["delia:c2", "s0", "s2", "delia:c0"],
+           "mixed_in": [{"source": str(cache), "id_prefix": "delia:", "ids": ["c0", "c2"]}]}
+    (adapter / "data_manifest.json").write_text(json.dumps(man))
+    ds = training_data_from_adapter(str(adapter))
+    assert ds.ids == ["s0", "s2", "delia:c0", "delia:c2"]
+    assert ds[2].prompt == "cache query 0" and ds[3].output == "cache answer 2"
+    # a cache item copied into an evaluation set is found, under the id it had in training
+    item = Dataset([Record(id="e1", instruction="cache query 2", output="cache answer 2")])
+    assert {h["train_id"] for h in check_contamination(item, ds).hits["e1"]} == {"delia:c2"}
+    # an id the source no longer holds is an error, not a silently smaller check
+    man["mixed_in"][0]["ids"] = ["c0", "c9"]
+    (adapter / "data_manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ConfigError, match=r"cache.jsonl.* no longer holds 1 of the ids it lists \(first: 'c9'\)"):
+        training_data_from_adapter(str(adapter))

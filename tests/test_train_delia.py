@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from datawinnow.data import load
+from datawinnow.data import load, write
 from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError, DataError
+from datawinnow.evaluate.contamination import training_data_from_adapter
 from datawinnow.train.delia import build_cache, mix_cache, n_mixed
 
 
@@ -67,8 +68,9 @@ def test_new_token_is_added_and_its_row_trains(tiny_model_dir, tmp_path):
     from datawinnow.backends import CausalLM
     from datawinnow.train import TrainConfig, train
 
-    src = Dataset([Record(id=f"s{i}", instruction=f"List {i}", output=f"one <sep> two <sep> three {i}")
-                   for i in range(8)])
+    src = tmp_path / "data.jsonl"
+    write(Dataset([Record(id=f"s{i}", instruction=f"List {i}", output=f"one <sep> two <sep> three {i}")
+                   for i in range(8)]), str(src))
     cache = tmp_path / "cache.jsonl"
     cache.write_text("".join(json.dumps({"id": f"c{i}", "messages": [
         {"role": "user", "content": f"Say {i}"}, {"role": "assistant", "content": f"I say {i}."}]}) + "\n"
@@ -78,7 +80,7 @@ def test_new_token_is_added_and_its_row_trains(tiny_model_dir, tmp_path):
     cfg = TrainConfig(method="delia", model=tiny_model_dir, cache=str(cache), diverse_ratio=0.5, new_token="<sep>",
                       epochs=4, batch_size=4, max_length=64, learning_rate=5e-2, progress=False)
     out = tmp_path / "ad"
-    res = train(src, cfg, str(out))
+    res = train(str(src), cfg, str(out))
     lm = res.info["lm"]
     tid = lm.tokenizer.convert_tokens_to_ids("<sep>")
     assert res.info["new_token_ids"] == [tid] and tid == len(base.tokenizer)
@@ -90,9 +92,16 @@ def test_new_token_is_added_and_its_row_trains(tiny_model_dir, tmp_path):
     trained = lm.model.get_input_embeddings().weight[tid].detach()   # in the model's dtype
     assert torch.equal(trained, row.to(trained.dtype))
     assert float((row.float() - original[0].float()).abs().max()) > 1e-3
-    # mixed: 8 + int(8 x 0.5) = 12 samples seen
+    # mixed: 8 + int(8 x 0.5) = 12 samples seen; the manifest names the cache samples by their cache ids
     man = json.loads((out / "data_manifest.json").read_text())
     assert len(man["ids"]) == 12 and man["delia"]["mixed_in"] == 4
+    drawn = man["mixed_in"][0]["ids"]
+    assert man["mixed_in"][0]["source"] == str(cache) and len(drawn) == 4 and set(drawn) <= {f"c{i}" for i in range(6)}
+    assert sorted(i for i in man["ids"] if i.startswith("delia:")) == sorted(f"delia:{i}" for i in drawn)
+    # so the contamination check reads back all 12, the cache samples with their text
+    seen = training_data_from_adapter(str(out))
+    assert sorted(seen.ids) == sorted(man["ids"])
+    assert seen[seen.index_of(f"delia:{drawn[0]}")].output == f"I say {drawn[0][1:]}."
     # per-token loss reported before and after, and it went down
     report = json.loads((out / "token_loss.json").read_text())
     assert report["before"]["<sep>"]["count"] == 16

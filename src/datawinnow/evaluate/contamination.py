@@ -161,13 +161,14 @@ def check_contamination(eval_items: Dataset | Sequence[Record], train: Dataset |
 
 
 def training_data_from_adapter(adapter_dir: str) -> Dataset | None:
-    """The records a datawinnow adapter was trained on, from its ``data_manifest.json`` (source + ids).
+    """The records a datawinnow adapter was trained on, from its ``data_manifest.json``.
 
-    None when the folder has no manifest (an adapter trained elsewhere). Raises ConfigError when the
-    manifest names a source that cannot be read back (then pass ``--train SRC``).
+    The manifest names the training ``source`` and the ``ids`` seen, and, under ``mixed_in``, any
+    other source mixed into training (DELIA's cache: its path, the ids drawn from it and the prefix
+    they carried in training). None when the folder has no manifest (an adapter trained elsewhere).
+    Raises ConfigError when a source cannot be read back or no longer holds an id the manifest lists
+    (then pass ``--train SRC``): a training sample is never dropped from the check silently.
     """
-    from ..data import load
-
     path = Path(adapter_dir) / "data_manifest.json"
     if not path.exists():
         return None
@@ -175,19 +176,44 @@ def training_data_from_adapter(adapter_dir: str) -> Dataset | None:
         man = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    source = man.get("source")
-    if not source:
+    if not man.get("source"):
         raise ConfigError(f"{path} does not name its training source; pass --train SRC for the contamination check")
+    mixed = man.get("mixed_in") or []
+    prefixes = tuple(m.get("id_prefix", "") for m in mixed if m.get("id_prefix"))
+    main_ids = man.get("ids")
+    if main_ids is not None:
+        main_ids = [i for i in main_ids if not (prefixes and i.startswith(prefixes))]
+    records = list(_manifest_source(path, man["source"], main_ids))
+    for m in mixed:
+        prefix = m.get("id_prefix", "")
+        for r in _manifest_source(path, m.get("source"), m.get("ids")):
+            records.append(Record(id=prefix + r.id, instruction=r.instruction, input=r.input, output=r.output,
+                                  messages=r.messages, source=r.source, task=r.task, meta=r.meta))
+    if not mixed:
+        return Dataset(records, path=man["source"])
+    return Dataset(records, path="+".join([str(man["source"])] + [str(m.get("source")) for m in mixed]))
+
+
+def _manifest_source(manifest: Path, source: Any, ids: list[str] | None) -> Dataset:
+    """``source`` read back, restricted to ``ids`` (all of them must be there)."""
+    from ..data import load
+
+    if not source:
+        raise ConfigError(f"{manifest} lists training samples without naming their source; pass --train SRC "
+                          "for the contamination check")
     try:
         ds = load(source)
     except Exception as e:  # noqa: BLE001 - any failure to read it back means the user must name it
-        raise ConfigError(f"cannot read the training data {source!r} named in {path} ({e}); "
+        raise ConfigError(f"cannot read the training data {source!r} named in {manifest} ({e}); "
                           "pass --train SRC for the contamination check") from None
-    ids = man.get("ids")
-    if ids:
-        known = set(ds.ids)
-        ds = ds.subset([i for i in ids if i in known])
-    return ds
+    if ids is None:
+        return ds
+    known = set(ds.ids)
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise ConfigError(f"the training data {source!r} named in {manifest} no longer holds {len(missing)} of the "
+                          f"ids it lists (first: {missing[0]!r}); pass --train SRC for the contamination check")
+    return ds.subset(ids)
 
 
 def combine(datasets: Iterable[Dataset]) -> Dataset:

@@ -9,7 +9,9 @@
   every query is answered the file is rewritten, atomically, in query order.
 - :func:`mix_cache`: the downstream data plus int(len(downstream) x diverse_ratio) cache samples
   (drawn with ``random.Random(seed)``; the whole cache if it is smaller), shuffled together with the
-  same generator. Cache ids are prefixed ``delia:`` so the manifest tells them apart.
+  same generator. Cache ids are prefixed ``delia:`` so the manifest tells them apart; the run info
+  lists the cache ids drawn (``cache_ids``), so the adapter's data manifest names every sample the
+  model saw and the contamination check reads the cache samples back too.
 - :func:`token_losses` / :func:`token_loss_callback`: the per-token loss of chosen tokens (e.g. a
   new special token added with ``--new-token``) before and after training, as DELIA reports it.
 """
@@ -136,7 +138,8 @@ def mix_cache(source: Dataset, cache: Dataset, diverse_ratio: float, seed: int =
     rng.shuffle(mixed)
     info = {"cache": cache.path, "cache_fingerprint": cache.fingerprint(), "cache_size": len(cache),
             "cache_empty_answers": len(cache) - len(usable), "requested": want, "mixed_in": len(extra),
-            "diverse_ratio": diverse_ratio, "source_size": len(source)}
+            "diverse_ratio": diverse_ratio, "source_size": len(source), "id_prefix": CACHE_PREFIX,
+            "cache_ids": [r.id for r in picked]}
     return Dataset(mixed, format=source.format, path=source.path), info
 
 

@@ -32,7 +32,10 @@ def train(source: Any, cfg: TrainConfig, out_dir: str, *, eval_source: Any = Non
 
         cache = load(cfg.cache)
         records, mix_info = mix_cache(records, cache, cfg.diverse_ratio, cfg.seed)
-        manifest = {"delia": mix_info}
+        # the cache samples by their ids in the cache file: the contamination check reads them back
+        manifest = {"delia": {k: v for k, v in mix_info.items() if k != "cache_ids"},
+                    "mixed_in": [{"source": cache.path, "fingerprint": mix_info["cache_fingerprint"],
+                                  "id_prefix": mix_info["id_prefix"], "ids": mix_info["cache_ids"]}]}
 
     report_tokens = list(cfg.report_tokens) + ([cfg.new_token] if cfg.new_token else [])
     schedule_box: dict[str, Any] = {}
