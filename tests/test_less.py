@@ -13,9 +13,11 @@ from datawinnow.cli import main
 from datawinnow.data import Dataset, Record
 from datawinnow.errors import ConfigError
 from datawinnow.scores.base import Context
-from datawinnow.scores.gradients import adam_direction, example_gradient, flat_state
-from datawinnow.scores.less import less_influence, parse_checkpoints, subtasks, warmup_sample
-from datawinnow.scores.lora_warmup import WarmupConfig, lora_warmup
+from datawinnow.scores.gradients import (adam_direction, example_gradient, example_gradients, flat_state,
+                                        lora_linear_modules, token_batches)
+from datawinnow.scores.less import gradient_features, less_influence, parse_checkpoints, subtasks, warmup_sample
+from datawinnow.scores.lora_warmup import (WarmupConfig, WarmupResult, collate, completion_loss, completion_losses,
+                                           lora_warmup, training_pair)
 from datawinnow.scores.projection import CHUNK_ROWS, RademacherProjector
 from datawinnow.select.base import rank_desc
 
@@ -67,6 +69,74 @@ def test_example_gradient_is_the_completion_only_loss_gradient(tiny_lm, pool):
     loss = torch.nn.functional.cross_entropy(logits[len(p) - 1:len(p) + len(r) - 1], torch.tensor(r))
     expected = torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, warm.parameters())])
     torch.testing.assert_close(example_gradient(warm, rec), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_per_example_losses_of_a_padded_batch_are_each_samples_own(tiny_lm, pool):
+    warm = lora_warmup(tiny_lm, pool[:2], WarmupConfig(epochs=1, lr=1e-2, batch_size=2), use_cache=False,
+                       progress=False)
+    pairs = [training_pair(tiny_lm, r) for r in pool[:5]]
+    assert len({len(p) for p in pairs}) > 1  # the batch is padded
+    with torch.no_grad():
+        batched = completion_losses(warm.model, collate(pairs, tiny_lm.tokenizer.pad_token_id))
+        alone = [completion_loss(warm.model, collate([p], tiny_lm.tokenizer.pad_token_id)) for p in pairs]
+    torch.testing.assert_close(batched, torch.stack(alone), rtol=1e-5, atol=1e-6)
+
+
+def test_vectorised_gradients_and_features_equal_the_per_example_loop(tiny_lm, pool):
+    warm = lora_warmup(tiny_lm, pool[:4], WarmupConfig(epochs=2, lr=1e-2, batch_size=2), use_cache=False,
+                       progress=False)
+    warm.load_checkpoint(0)
+    recs = pool[:12]
+    lengths = [len(training_pair(tiny_lm, r)) for r in recs]
+    budget = 3 * max(lengths)  # several batches, padded ones among them
+    assert len(token_batches(lengths, budget)) > 2
+    loop = torch.stack([example_gradient(warm, r) for r in recs])
+    vec = example_gradients(warm, recs, batch_tokens=budget)
+    assert vec.shape == loop.shape and loop.abs().sum(dim=1).min() > 0
+    rel = ((vec.cpu() - loop).norm(dim=1) / loop.norm(dim=1)).max()
+    assert rel < 1e-4
+    proj = RademacherProjector(loop.shape[1], 256, seed=3)
+    for kind in ("adam", "sgd"):
+        ref = gradient_features(warm, 1, recs, kind, proj, vectorized=False)
+        got = gradient_features(warm, 1, recs, kind, proj, batch_tokens=budget)
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+
+
+def test_token_batches_keep_length_order_within_the_budget():
+    assert token_batches([5, 9, 2, 9, 4], 18) == [[1, 3], [0, 4, 2]]  # 2 x 9 and 3 x 5 padded tokens
+    assert token_batches([30, 2], 10) == [[0], [1]]  # a sequence longer than the budget still gets a batch
+
+
+def test_lora_layers_that_are_not_plain_linear_weights_use_the_loop(tiny_lm, pool):
+    import copy
+
+    import peft
+
+    base = copy.deepcopy(tiny_lm.model)
+    torch.manual_seed(0)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], use_dora=True))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    warm = WarmupResult(model=model, base=tiny_lm, checkpoints=[], losses=[], key="", names=names)
+    assert any("magnitude" in n for n in names) and lora_linear_modules(warm) is None
+    torch.testing.assert_close(example_gradients(warm, pool[:2]),
+                               torch.stack([example_gradient(warm, r) for r in pool[:2]]))
+
+
+def test_projection_blocks_are_the_seeded_bytes_bit_by_bit():
+    dim = 40
+    proj = RademacherProjector(dim, 16, seed=9)
+    raw = np.random.default_rng([9, 0]).integers(0, 256, size=(dim, 2), dtype=np.uint8)
+    by_hand = [[1.0 if (int(raw[i, j // 8]) >> (7 - j % 8)) & 1 else -1.0 for j in range(16)] for i in range(dim)]
+    assert proj.block(0).tolist() == by_hand
+    g = torch.tensor(np.random.default_rng(1).standard_normal((3, dim)), dtype=torch.float32)
+    uncached = RademacherProjector(dim, 16, seed=9, cache_bytes=0)
+    assert proj.cache and not uncached.cache
+    out = proj.project_tensor(g)
+    assert isinstance(out, torch.Tensor) and out.device == g.device
+    np.testing.assert_allclose(out.numpy(), uncached.project(g), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out.numpy(), (g.double() @ torch.tensor(by_hand).double() / 4.0).numpy(), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_projection_is_chunked_seeded_and_exact():

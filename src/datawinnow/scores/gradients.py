@@ -2,10 +2,21 @@
 
 - :func:`example_gradient`: the gradient of one sample's own completion-only loss (mean token
   cross-entropy over its response) with respect to the LoRA parameters only, i.e. batch size 1,
-  flattened in the warm-up's parameter order. The model runs in eval mode (no dropout).
+  flattened in the warm-up's parameter order. The model runs in eval mode (no dropout). This is
+  the reference path.
+- :func:`batch_gradients`: the same per-example gradients for a whole batch from one forward and
+  one backward pass. Every LoRA parameter is the weight of a bias-free ``nn.Linear`` (``lora_A``:
+  input -> r, ``lora_B``: r -> output, peft's scaling applied after ``lora_B``), and for a linear
+  layer y = x W^T the gradient of example b's loss is dL_b/dW = sum_t g_bt^T x_bt, with x_bt the
+  layer's input at token t and g_bt the gradient of the loss w.r.t. its output there. Forward hooks
+  keep each LoRA layer's input and output; one ``autograd.grad`` of sum_b L_b (each sample's own
+  mean loss, so examples do not mix) w.r.t. the outputs gives every g; a batched matmul per layer
+  gives every example's gradient (padding masked). For lora_B this is s * sum_t g^T (x A^T), for
+  lora_A s * sum_t (g B)^T x: the scaling and B reach lora_A through autograd. It works with any
+  attention kernel, costs one batched backward pass, and holds [b, D] gradients on the model's device.
 - :func:`adam_direction`: for a training sample, the step Adam would take from the checkpoint's
   moments, without bias correction (LESS): m' = b1 m + (1 - b1) g, v' = b2 v + (1 - b2) g^2,
-  Gamma = m' / sqrt(v' + eps).
+  Gamma = m' / sqrt(v' + eps). Element-wise, so it runs batched on whatever device g lives on.
 """
 
 from __future__ import annotations
@@ -14,7 +25,10 @@ from typing import Sequence
 
 import torch
 
-from .lora_warmup import Checkpoint, WarmupResult, collate, completion_loss, training_pair
+from ..backends.causal_lm import Pair
+from .lora_warmup import Checkpoint, WarmupResult, collate, completion_loss, completion_losses, training_pair
+
+BATCH_TOKENS = 4096  # padded tokens per forward/backward pass of batch_gradients
 
 
 def flat_state(checkpoint: Checkpoint, names: Sequence[str], which: str) -> torch.Tensor:
@@ -35,6 +49,96 @@ def example_gradient(result: WarmupResult, record) -> torch.Tensor:
         loss = completion_loss(model, batch)
         grads = torch.autograd.grad(loss, params)
     return torch.cat([g.reshape(-1).float() for g in grads]).cpu()
+
+
+def lora_linear_modules(result: WarmupResult) -> list[torch.nn.Linear] | None:
+    """The ``nn.Linear`` whose weight each LoRA parameter is (in gradient order), or None when some parameter is
+    not such a weight (DoRA magnitudes, embedding LoRA, trained biases): then only the reference path applies."""
+    modules = dict(result.model.named_modules())
+    out = []
+    for name in result.names:
+        owner, _, leaf = name.rpartition(".")
+        mod = modules.get(owner)
+        trained_bias = mod is not None and getattr(mod, "bias", None) is not None and mod.bias.requires_grad
+        if leaf != "weight" or not isinstance(mod, torch.nn.Linear) or trained_bias:
+            return None
+        out.append(mod)
+    return out
+
+
+def batch_gradients(result: WarmupResult, pairs: Sequence[Pair],
+                    modules: Sequence[torch.nn.Linear] | None = None) -> torch.Tensor:
+    """``[b, D]`` float32 per-example gradients (each pair's own mean response loss) on the model's device.
+
+    ``modules`` is :func:`lora_linear_modules` (computed when not given; it must not be None).
+    """
+    model = result.model
+    model.eval()
+    mods = list(modules if modules is not None else lora_linear_modules(result) or [])
+    if len(mods) != len(result.names):
+        raise ValueError("batch_gradients needs every LoRA parameter to be a bias-free linear weight")
+    dev = result.base.device
+    batch = {k: v.to(dev) for k, v in collate(pairs, result.base.tokenizer.pad_token_id).items()}
+    calls: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {id(m): [] for m in mods}
+
+    def keep(mod, inputs, output):
+        calls[id(mod)].append((inputs[0], output))
+
+    handles = [m.register_forward_hook(keep) for m in mods]
+    try:
+        with torch.enable_grad():
+            losses = completion_losses(model, batch)
+            outputs = [o for m in mods for _, o in calls[id(m)]]
+            grads = iter(torch.autograd.grad(losses.sum(), outputs, allow_unused=True))
+    finally:
+        for h in handles:
+            h.remove()
+    mask = batch["attention_mask"].to(torch.float32).unsqueeze(-1)  # [b, T, 1]
+    rows = []
+    for m in mods:
+        total = None
+        for x, _ in calls[id(m)]:
+            g = next(grads)
+            if g is None:
+                continue
+            part = torch.bmm((g.float() * mask).transpose(1, 2), x.detach().float())  # [b, out, in]
+            total = part if total is None else total + part
+        if total is None:
+            total = torch.zeros((len(pairs), *m.weight.shape), dtype=torch.float32, device=dev)
+        rows.append(total.reshape(len(pairs), -1))
+    return torch.cat(rows, dim=1)
+
+
+def token_batches(lengths: Sequence[int], batch_tokens: int = BATCH_TOKENS) -> list[list[int]]:
+    """Indices in length order (longest first) cut into batches of at most ``batch_tokens`` padded tokens
+    (at least one sequence each)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out: list[list[int]] = []
+    for i in order:
+        if out and (len(out[-1]) + 1) * lengths[out[-1][0]] <= batch_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def example_gradients(result: WarmupResult, records, *, vectorized: bool = True,
+                      batch_tokens: int = BATCH_TOKENS) -> torch.Tensor:
+    """``[n, D]`` float32 per-example gradients of ``records`` in order: batched (:func:`batch_gradients`, on the
+    model's device) when ``vectorized`` and the LoRA layers allow it, else one sample at a time (on the CPU)."""
+    if not records:
+        return torch.zeros((0, sum(p.numel() for p in result.parameters())), dtype=torch.float32)
+    mods = lora_linear_modules(result) if vectorized else None
+    if mods is None:
+        return torch.stack([example_gradient(result, r) for r in records])
+    pairs = [training_pair(result.base, r) for r in records]
+    out = None
+    for idx in token_batches([len(p) for p in pairs], batch_tokens):
+        g = batch_gradients(result, [pairs[i] for i in idx], mods)
+        if out is None:
+            out = torch.empty((len(pairs), g.shape[1]), dtype=torch.float32, device=g.device)
+        out[torch.tensor(idx, device=g.device)] = g
+    return out
 
 
 def adam_direction(grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,

@@ -3,9 +3,10 @@
 1. Warm up LoRA on a seeded random ``warmup_size`` of the pool (5%), one checkpoint per epoch
    (:mod:`.lora_warmup`). The paper trains 4 epochs; the default is 2 because every checkpoint costs
    one gradient pass over pool and targets (``epochs=4`` reproduces the paper).
-2. At each checkpoint c, per-example LoRA gradients at batch size 1 (:mod:`.gradients`): for pool
-   samples Adam's update direction Gamma from the checkpoint's moments (no bias correction), for
-   target samples the plain gradient.
+2. At each checkpoint c, per-example LoRA gradients, each of the sample's own loss as at batch size 1
+   but computed for a whole batch (``batch_tokens`` padded tokens) in one forward and backward pass
+   (:mod:`.gradients`): for pool samples Adam's update direction Gamma from the checkpoint's moments
+   (no bias correction), for target samples the plain gradient; on the model's device.
 3. A seeded Rademacher projection to ``dim`` dimensions (:mod:`.projection`), then unit norm.
 4. score(z) = max over target subtasks s of  sum_c lr_c * mean_{z' in s} <Gamma_c(z), g_c(z')>,
    with lr_c the mean learning rate of epoch c, scaled so the lr_c sum to 1 (the same ranking as
@@ -28,8 +29,8 @@ from ..errors import BudgetError, ConfigError
 from ..registry import SCORERS
 from ..select.budget import resolve_budget
 from .base import Context, Scorer, ScoreTable, run_cached
-from .gradients import adam_direction, example_gradient, flat_state
-from .lora_warmup import WarmupConfig, WarmupResult, describe, lora_warmup
+from .gradients import BATCH_TOKENS, adam_direction, example_gradients, flat_state
+from .lora_warmup import WarmupConfig, WarmupResult, describe, lora_warmup, training_pair
 from .projection import RademacherProjector
 from .vectors import pack, unit_rows, unpack_rows
 
@@ -93,25 +94,44 @@ def less_influence(pool: Sequence[np.ndarray], target: Sequence[np.ndarray], tas
     return out
 
 
+def gradient_features(warm: WarmupResult, index: int, records: Sequence[Record], kind: str,
+                      projector: RademacherProjector, *, vectorized: bool = True, batch_tokens: int = BATCH_TOKENS,
+                      moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """Unit-normalised projected features [n, d] of ``records`` at checkpoint ``index`` (loaded into the model).
+
+    kind 'adam': Adam's update direction (pool samples), 'sgd': the plain gradient (targets).
+    ``vectorized``: per-example gradients of a whole batch at once, preconditioning and projection on
+    the model's device (:func:`~.gradients.example_gradients`); False: the reference loop, one sample at
+    a time. ``moments``: the checkpoint's flat (exp_avg, exp_avg_sq), to reuse across calls.
+    """
+    ck = warm.load_checkpoint(index)
+    grads = example_gradients(warm, records, vectorized=vectorized, batch_tokens=batch_tokens)
+    if kind == "adam":
+        m, v = moments or (flat_state(ck, warm.names, "exp_avg"), flat_state(ck, warm.names, "exp_avg_sq"))
+        grads = adam_direction(grads, m.to(grads.device), v.to(grads.device), ck.betas, ck.eps)
+    elif kind != "sgd":
+        raise ValueError(f"kind must be 'adam' or 'sgd', got {kind!r}")
+    return unit_rows(projector.project(grads))
+
+
 def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: str, projector: RademacherProjector,
-                        ctx: Context) -> tuple[np.ndarray, dict]:
+                        ctx: Context, *, batch_tokens: int = BATCH_TOKENS) -> tuple[np.ndarray, dict]:
     """Unit-normalised projected gradients [n, d] at checkpoint ``index``: kind 'adam' (pool) or 'sgd' (targets)."""
     ck = warm.checkpoints[index]
-    m = v = None
+    moments = None
     if kind == "adam":
-        m, v = flat_state(ck, warm.names, "exp_avg"), flat_state(ck, warm.names, "exp_avg_sq")
+        dev = warm.base.device
+        moments = (flat_state(ck, warm.names, "exp_avg").to(dev), flat_state(ck, warm.names, "exp_avg_sq").to(dev))
     rows_per_pass = int(min(64, max(8, BUFFER_BYTES // (4 * projector.dim_in))))
 
     def plan(todo: list[Record]):
-        return [list(range(k, min(k + rows_per_pass, len(todo)))) for k in range(0, len(todo), rows_per_pass)]
+        # similar lengths in one pass: less padding in its forward/backward batches
+        lengths = [len(training_pair(warm.base, r)) for r in todo]
+        order = sorted(range(len(todo)), key=lambda i: (-lengths[i], i))
+        return [order[k:k + rows_per_pass] for k in range(0, len(order), rows_per_pass)]
 
     def compute(batch: list[Record]) -> list[dict]:
-        warm.load_checkpoint(index)
-        buf = torch.empty((len(batch), projector.dim_in), dtype=torch.float32)
-        for b, r in enumerate(batch):
-            g = example_gradient(warm, r)
-            buf[b] = adam_direction(g, m, v, ck.betas, ck.eps) if kind == "adam" else g
-        feats = unit_rows(projector.project(buf))
+        feats = gradient_features(warm, index, batch, kind, projector, batch_tokens=batch_tokens, moments=moments)
         return [{"g": pack(f)} for f in feats]
 
     params = {"kind": kind, "warmup": warm.key, "epoch": ck.epoch, "dim": projector.d, "proj_seed": projector.seed}
@@ -126,7 +146,8 @@ class LessScorer(Scorer):
     description = ("LESS gradient influence on --target samples: LoRA warm-up on 5% of the pool, Adam-preconditioned "
                    "projected gradients, lr-weighted over checkpoints, max over target subtasks.")
     defaults = {"warmup_size": 0.05, "epochs": 2, "lr": 2e-4, "warmup_batch_size": 4, "lora_r": 8, "lora_alpha": 32,
-                "target_modules": "q_proj,k_proj,v_proj,o_proj", "dim": 1024, "checkpoints": "all"}
+                "target_modules": "q_proj,k_proj,v_proj,o_proj", "dim": 1024, "checkpoints": "all",
+                "batch_tokens": BATCH_TOKENS}
 
     def warmup_config(self, seed: int) -> WarmupConfig:
         p = self.params
@@ -142,6 +163,9 @@ class LessScorer(Scorer):
         cfg = self.warmup_config(ctx.seed)
         cfg.check()
         which = parse_checkpoints(self.params["checkpoints"], cfg.epochs)
+        batch_tokens = int(self.params["batch_tokens"])
+        if batch_tokens < 1:
+            raise ConfigError(f"less: batch_tokens must be >= 1, got {self.params['batch_tokens']}")
         lm = ctx.model
         warm_idx = warmup_sample(len(dataset), self.params["warmup_size"], ctx.seed)
         warm = lora_warmup(lm, [dataset[i] for i in warm_idx], cfg, use_cache=ctx.use_cache, progress=ctx.progress,
@@ -151,8 +175,8 @@ class LessScorer(Scorer):
         names, task_of = subtasks(list(target))
         pool_feats, target_feats, infos = [], [], {}
         for c in which:
-            pool_feats.append(projected_gradients(dataset, warm, c, "adam", projector, ctx)[0])
-            target_feats.append(projected_gradients(target, warm, c, "sgd", projector, ctx)[0])
+            for source, kind, feats in ((dataset, "adam", pool_feats), (target, "sgd", target_feats)):
+                feats.append(projected_gradients(source, warm, c, kind, projector, ctx, batch_tokens=batch_tokens)[0])
         lrs = [warm.checkpoints[c].lr for c in which]
         if not sum(lrs) > 0:
             raise ConfigError("less: the warm-up's checkpoints have zero learning rate (more steps or a lower warmup_ratio)")

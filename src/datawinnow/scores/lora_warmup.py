@@ -152,13 +152,29 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     a response token: no [batch, length, vocabulary] logits for prompt tokens (SmolLM2's vocabulary
     is 49k, so this saves most of the memory of a step and a share of its time).
     """
+    logits, targets, _ = response_logits(model, batch)
+    return torch.nn.functional.cross_entropy(logits, targets)
+
+
+def completion_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[b]``: each sequence's own mean cross-entropy over its labelled tokens (what batch size 1 gives)."""
+    logits, targets, rows = response_logits(model, batch)
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    n = batch["labels"].shape[0]
+    sums = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add_(0, rows, ce)
+    counts = torch.zeros(n, dtype=ce.dtype, device=ce.device).index_add_(0, rows, torch.ones_like(ce))
+    return sums / counts
+
+
+def response_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 logits ``[N, V]`` at the N positions that predict a labelled token, those tokens, and their rows."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone, head = getattr(base, base.base_model_prefix), base.get_output_embeddings()
     hidden = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
-    logits = head(hidden[:, :-1][keep]).float()
-    return torch.nn.functional.cross_entropy(logits, targets[keep])
+    rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
+    return head(hidden[:, :-1][keep]).float(), targets[keep], rows
 
 
 def _peft():
@@ -323,5 +339,5 @@ def describe(result: WarmupResult) -> dict[str, Any]:
             "lora_parameters": int(sum(c.numel() for c in result.checkpoints[-1].lora.values()))}
 
 
-__all__ = ["Checkpoint", "WarmupConfig", "WarmupResult", "collate", "completion_loss", "describe", "lora_warmup",
-           "training_pair"]
+__all__ = ["Checkpoint", "WarmupConfig", "WarmupResult", "collate", "completion_loss", "completion_losses", "describe",
+           "lora_warmup", "training_pair"]
