@@ -213,3 +213,22 @@ def test_cli_runs_both_suites(tiny_model_dir, tmp_path, capsys):
     main(["evaluate", "--list"])
     listed = capsys.readouterr().out
     assert "hellaswag" in listed and "winogrande" in listed
+
+
+def test_requests_match_lm_eval_itself(tiny_lm, tiny_model_dir):
+    # the harness's own HF model on the same requests (real bundled items, both suites): same log-likelihoods
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    harness = HFLM(pretrained=tiny_model_dir, device="cpu", dtype="float32", batch_size=4)
+    hs, wg = hellaswag.load_items(), winogrande.load_items()
+    for mod, items in ((hellaswag, Dataset([hs[0], hs[3243], hs[9000]])), (winogrande, wg[:4])):
+        reqs = [q for r in items for q in mod.requests(r)]
+        ref = [ll for ll, _ in harness.loglikelihood(
+            [Instance(request_type="loglikelihood", doc={}, arguments=q, idx=k) for k, q in enumerate(reqs)],
+            disable_tqdm=True)]
+        out, _ = mod.score(tiny_lm, items, ctx=Context(model=tiny_lm, progress=False))
+        # float32 sums over ~125 tokens of about -6 each differ by up to ~1e-4 relative; one token more or less
+        # would move a sum by several nats
+        np.testing.assert_allclose([x for r in out for x in r["loglik"]], ref, rtol=5e-4, atol=1e-3)
