@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
+from ..backends.decoding import DECODE_RULE
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
 from ..scores.base import Context, run_cached
@@ -66,7 +67,8 @@ def generate_cached(lm, items: Dataset, *, params: GenerationParams, ctx: Contex
                             top_p=params.top_p, seed=params.seed)
         return [{"text": t} for t in texts]
 
-    key = {**params.as_dict(), "recipe": recipe or {"prompt": "chat"}, "system": lm.renderer.system}
+    key = {**params.as_dict(), "recipe": recipe or {"prompt": "chat"}, "system": lm.renderer.system,
+           "decode": DECODE_RULE}
     rows, info = run_cached(items, scorer="generate", params=key, identity=lm.identity, compute=compute,
                             plan=plan, ctx=ctx)
     return [row["text"] for row in rows], info
