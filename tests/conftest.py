@@ -17,8 +17,13 @@ CHATML = (
 )
 
 
-def build_tiny_model(folder, *, vocab_size: int = 512, hidden: int = 32, layers: int = 2, seed: int = 0):
-    """Write a tiny Llama (random weights) and a byte-level BPE tokenizer with a ChatML template to ``folder``."""
+def build_tiny_model(folder, *, vocab_size: int = 512, hidden: int = 32, layers: int = 2, seed: int = 0,
+                     chat_template: bool = True):
+    """Write a tiny Llama (random weights) and a byte-level BPE tokenizer with a ChatML template to ``folder``.
+
+    ``chat_template=False``: a base model's tokenizer instead, GPT-2 style (``<|endoftext|>`` is BOS and
+    EOS, no pad token, no chat template), as Superfiltering's GPT-2 and Llama/Qwen base models have.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -33,9 +38,13 @@ def build_tiny_model(folder, *, vocab_size: int = 512, hidden: int = 32, layers:
                                   special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", unk_token="<unk>")
-    fast.chat_template = CHATML
+    if chat_template:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                       pad_token="<|endoftext|>", unk_token="<unk>")
+        fast.chat_template = CHATML
+    else:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                       unk_token="<unk>")
     config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=2048, tie_word_embeddings=False,
@@ -52,6 +61,12 @@ def build_tiny_model(folder, *, vocab_size: int = 512, hidden: int = 32, layers:
 def tiny_model_dir(tmp_path_factory):
     """A folder holding a tiny random Llama + tokenizer, loadable wherever a model name is accepted."""
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model_dir(tmp_path_factory):
+    """The tiny random Llama with a template-less, GPT-2-style tokenizer (a base model)."""
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-base"), chat_template=False))
 
 
 @pytest.fixture()

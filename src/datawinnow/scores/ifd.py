@@ -26,8 +26,8 @@ makes many rankings tie).
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 
 import numpy as np
@@ -38,6 +38,8 @@ from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
 from ..registry import SCORERS
 from .base import Context, Scorer, ScoreTable, progress_bar
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("loss_ratio", "ppl_ratio")
 EMPTY_PROMPTS = ("auto", "bare", "template")
@@ -139,9 +141,9 @@ def ifd_losses(dataset: Dataset, ctx: Context, empty_prompt: str) -> tuple[np.nd
     seconds = time.perf_counter() - t0
     info = {"computed": len(todo), "cached": len(dataset) - len(todo), "passes": passes, "seconds": round(seconds, 3),
             "samples_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}
-    if ctx.progress and todo:
-        print(f"ifd: scored {len(todo)} samples in {seconds:.1f} s ({len(todo) / seconds:.2f} samples/s); "
-              f"{info['cached']} from cache", file=sys.stderr)
+    if todo:
+        log.info(f"ifd: scored {len(todo)} samples in {seconds:.1f} s ({len(todo) / seconds:.2f} samples/s; passes "
+                 f"{', '.join(f'{k} {v}' for k, v in passes.items())}); {info['cached']} from cache")
     ordered = [rows[r.id] for r in dataset]
     lc = np.array([r["loss_conditioned"] for r in ordered], dtype=np.float64)
     lu = np.array([r[u_key] for r in ordered], dtype=np.float64)
