@@ -2,7 +2,9 @@
 
 Each choice text is the response span after the question's prompt; its log-likelihood is the sum of
 the per-token log-probabilities from :meth:`CausalLM.response_logprobs` (one batched, length-sorted
-forward pass over all (question, choice) pairs). Two accuracies, as lm-evaluation-harness reports:
+forward pass over all (question, choice) pairs; the LM head and log-softmax in float32 whatever the
+model's dtype, so close choices are not ranked on bf16-rounded logits; each prompt starts with the
+model's start token). Two accuracies, as lm-evaluation-harness reports:
 
 - ``acc``: the choice with the highest summed log-likelihood;
 - ``acc_norm``: the highest log-likelihood per character of the choice text (lm-eval's acc_norm,

@@ -6,7 +6,8 @@
 3. From each cluster take ``per_cluster`` samples (seeded) whose instruction perplexity lies
    between the cluster's 25th and 75th percentiles (numpy's linear interpolation).
 4. A brief LoRA fine-tune on those samples (:mod:`.lora_warmup`): the pre-experienced model.
-5. IFD of every sample with that model (:mod:`.ifd`; loss_ratio by default, as in Cherry's code).
+5. IFD of every sample with that model (:mod:`.ifd`; loss_ratio by default, as in Cherry's code; both
+   losses over the same response tokens, as Cherry's code aligns them on long samples).
 
 Sizes for small pools (``n_clusters=auto``): k = clamp(n // 50, 1, 100), so Cherry's 100 clusters
 x 10 samples from 5,000 samples up (1,000 of Alpaca's 52k), and about one cluster per 50 samples

@@ -1,7 +1,9 @@
 """IterIT: iterative selection during training (SPEC section 4).
 
 Epoch 0 scores IFD (``ppl_ratio``: exp(L(y|x)) / exp(L(y)), the empty prompt being the chat template
-with only the assistant turn) on every sample with the model being trained. Each epoch trains on
+with only the assistant turn, or the start token alone for a model without a chat template; both
+losses over the same response tokens, see :mod:`datawinnow.scores.ifd`) on every sample with the
+model being trained. Each epoch trains on
 k = int(ratio x n) samples (at least 1). After each epoch but the last, ``update_strategy=iterative``
 rescores the first int(ratio x n x update_ratio) positions of the current ordering (every sample
 when update_ratio <= 1) with the model as trained so far; ``baseline`` never rescores (static IFD).
@@ -214,7 +216,9 @@ def make_callback(schedule: IterITSchedule, *, log_path: str | Path | None = Non
 
 
 def ifd_score_fn(lm, records, *, batch_size: int = 8, progress: bool = True) -> ScoreFn:
-    """``score_fn`` for the schedule: IFD ``ppl_ratio`` with the model being trained (eval mode, no grad)."""
+    """``score_fn`` for the schedule: IFD ``ppl_ratio`` with the model being trained (eval mode, no grad; the
+    aligned response span and the start-token rule of :func:`~datawinnow.scores.ifd.ifd_losses`; never cached,
+    the weights change between calls)."""
     from ..scores.base import Context
     from ..scores.ifd import ifd_losses
 
