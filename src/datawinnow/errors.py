@@ -35,3 +35,20 @@ class MissingDependencyError(ConfigError, ImportError):
 
     def __init__(self, package: str, extra: str, what: str):
         super().__init__(f"{what} needs the '{package}' package: pip install 'datawinnow[{extra}]' (or pip install {package})")
+
+
+def user_message(error: BaseException) -> str | None:
+    """The one-line message the CLI prints for an error a user caused, or None for a bug (shown with a traceback).
+
+    datawinnow's own errors carry their message; operating-system errors (a path that cannot be
+    written, a full disk, a refused connection) are described by what failed and where.
+    """
+    if isinstance(error, DatawinnowError):
+        return str(error)
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})"
+    if isinstance(error, OSError):
+        what = error.strerror or str(error) or type(error).__name__
+        paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+        return f"{', '.join(paths)}: {what}" if paths else what
+    return None
