@@ -1,13 +1,18 @@
 """Turning raw rows (dicts) of each schema into records, with errors that name file, line and field.
 
-A *schema* is the shape of one row: ``alpaca`` (instruction, input, output), ``input-target``
-(Chasing Random: input, target), ``sharegpt`` (conversations[{from, value}]), ``messages``
-(chat messages [{role, content}]). Containers (JSON, JSONL, CSV, Parquet, HF datasets) are in
-``readers``.
+A *schema* is the shape of one row: ``alpaca`` (instruction, input, output, and optionally
+LLaMA-Factory's ``system`` text and ``history`` list of earlier [instruction, response] turns),
+``input-target`` (Chasing Random: input, target), ``sharegpt`` (conversations[{from, value}]),
+``messages`` (chat messages [{role, content}]). Containers (JSON, JSONL, CSV, Parquet, HF datasets)
+are in ``readers``.
+
+Text fields must be strings: ``{"output": 42}`` is an error naming the field (a column map may
+read numeric columns, e.g. class labels, which are then written as text).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Iterable
 
 from ..errors import DataError
@@ -33,16 +38,18 @@ class RowContext:
         return err
 
 
-def _text(row: dict, key: str, ctx: RowContext, *, required: bool, default: str = "") -> str:
+def _text(row: dict, key: str, ctx: RowContext, *, required: bool, default: str = "", numbers: bool = False) -> str:
+    """A text field; ``numbers``: also accept a number and write it as text (column-mapped sources)."""
     if key not in row or row[key] is None:
         if required:
             raise ctx.error("missing required field", key)
         return default
     value = row[key]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        raise ctx.error(f"expected a string, got {type(value).__name__}", key)
+        hint = f" (write it as text: \"{value}\")" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise ctx.error(f"expected a string, got {type(value).__name__}{hint}", key)
     return value
 
 
@@ -73,15 +80,49 @@ def _opt_str(row: dict, key: str, ctx: RowContext) -> str | None:
     return value
 
 
+def _history(row: dict, ctx: RowContext) -> list[tuple[str, str]]:
+    """LLaMA-Factory's alpaca ``history``: earlier turns as [instruction, response] pairs (a JSON string in CSV)."""
+    raw = row.get("history")
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ctx.error("expected a list of [instruction, response] pairs (or that list as JSON text)",
+                            "history") from None
+    if not isinstance(raw, list):
+        raise ctx.error(f"expected a list of [instruction, response] pairs, got {type(raw).__name__}", "history")
+    turns = []
+    for k, pair in enumerate(raw):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise ctx.error(f"turn {k} must be [instruction, response], two strings", "history")
+        turns.append((pair[0], pair[1]))
+    return turns
+
+
 def alpaca_row(row: dict, ctx: RowContext) -> Record:
+    instruction = _text(row, "instruction", ctx, required=True)
+    inp = _text(row, "input", ctx, required=False)
+    output = _text(row, "output", ctx, required=True)
+    system = _opt_str(row, "system", ctx) or None
+    history = _history(row, ctx)
+    messages = None
+    if system is not None or history:  # the whole conversation, as LLaMA-Factory builds it
+        messages = [{"role": "system", "content": system}] if system is not None else []
+        for user, assistant in history:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        prompt = f"{instruction}\n\n{inp}" if inp else instruction
+        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
     return Record(
         id=_row_id(row, ctx),
-        instruction=_text(row, "instruction", ctx, required=True),
-        input=_text(row, "input", ctx, required=False),
-        output=_text(row, "output", ctx, required=True),
+        instruction=instruction,
+        input=inp,
+        output=output,
+        messages=messages,
         source=_opt_str(row, "source", ctx),
         task=_opt_str(row, "task", ctx),
-        meta=_extras(row, ("instruction", "input", "output")),
+        meta=_extras(row, ("instruction", "input", "output", "system", "history")),
     )
 
 
@@ -211,12 +252,12 @@ class ColumnMap:
         return self.split_name.get(which, which)
 
     def row(self, row: dict, ctx: RowContext) -> Record:
-        query = _text(row, self.input, ctx, required=True)
-        output = _text(row, self.output, ctx, required=True)
+        query = _text(row, self.input, ctx, required=True, numbers=True)
+        output = _text(row, self.output, ctx, required=True, numbers=True)
         if self.instruction is None:
             instruction, inp = query, ""
         elif self.instruction in row:
-            instruction, inp = _text(row, self.instruction, ctx, required=True), query
+            instruction, inp = _text(row, self.instruction, ctx, required=True, numbers=True), query
         else:
             instruction, inp = self.instruction, query
         used = {self.input, self.output, self.instruction or ""}

@@ -4,6 +4,11 @@ A format is ``SCHEMA:CONTAINER``: schema ``alpaca`` | ``input-target`` | ``share
 container ``jsonl`` | ``json`` | ``csv`` | ``parquet``. Either half may be given alone: the schema
 defaults to the dataset's own (alpaca for column-mapped sources), the container to the output
 file's suffix. A ``.gz`` suffix compresses JSON, JSONL and CSV.
+
+Conversions keep every turn where the target schema can hold it: multi-turn records become alpaca
+rows with LLaMA-Factory's ``system`` and ``history`` fields. Where it cannot (``input-target`` holds
+one exchange; alpaca needs strictly alternating user/assistant turns), the last exchange is
+written and a warning counts the records changed.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ import csv
 import gzip
 import io
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..outputs import check_output_file
 from .record import Dataset, Record
+
+log = logging.getLogger(__name__)
 
 SCHEMA_NAMES = ("alpaca", "input-target", "sharegpt", "messages")
 CONTAINERS = ("jsonl", "json", "csv", "parquet")
@@ -34,10 +43,40 @@ def _extras(r: Record) -> dict[str, Any]:
     return out
 
 
+def alpaca_turns(r: Record) -> tuple[str | None, list[list[str]], bool]:
+    """LLaMA-Factory's alpaca ``system`` and ``history`` for a record, and whether they hold its whole conversation.
+
+    A conversation fits when it is an optional system turn, then user/assistant pairs ending with the
+    record's own prompt and output. An empty system turn is dropped (alpaca reads an empty ``system``
+    as "the template's default"), which counts as a change.
+    """
+    msgs = r.messages
+    if not msgs:
+        return None, [], True
+    system = msgs[0]["content"] if msgs[0]["role"] == "system" else None
+    body = msgs[1:] if system is not None else msgs
+    fits = (len(body) >= 2 and len(body) % 2 == 0
+            and all(body[i]["role"] == "user" and body[i + 1]["role"] == "assistant" for i in range(0, len(body), 2))
+            and body[-2]["content"] == r.prompt and body[-1]["content"] == r.output)
+    if not fits:
+        return None, [], False
+    history = [[body[i]["content"], body[i + 1]["content"]] for i in range(0, len(body) - 2, 2)]
+    return system or None, history, system != ""
+
+
+def is_multi_turn(r: Record) -> bool:
+    return bool(r.messages) and (len(r.messages) > 2 or r.messages[0]["role"] == "system")
+
+
 def to_row(r: Record, schema: str) -> dict[str, Any]:
     """One record as a row of the given schema (the id and any extra fields ride along)."""
     if schema == "alpaca":
         row = {"id": r.id, "instruction": r.instruction, "input": r.input, "output": r.output}
+        system, history, _ = alpaca_turns(r)
+        if system is not None:
+            row["system"] = system
+        if history:
+            row["history"] = history
     elif schema == "input-target":
         row = {"id": r.id, "input": r.prompt, "target": r.output}
     elif schema == "messages":
@@ -72,6 +111,21 @@ def resolve_format(dataset: Dataset, path: str | os.PathLike, fmt: str | None) -
     return schema, container
 
 
+def _warn_lossy(dataset: Dataset, schema: str, path: Path) -> None:
+    if schema == "input-target":
+        changed = sum(is_multi_turn(r) for r in dataset)
+        why = "input-target holds one exchange"
+    elif schema == "alpaca":
+        changed = sum(not alpaca_turns(r)[2] for r in dataset)
+        why = "alpaca's system/history fields need alternating user/assistant turns and a non-empty system"
+    else:
+        return
+    if changed:
+        log.warning(f"{path}: {changed} of {len(dataset)} records have a conversation that cannot be written "
+                    f"as {schema} ({why}); their last exchange was written (use --to messages or sharegpt "
+                    "to keep every turn)")
+
+
 def _open_out(path: Path, binary: bool = False):
     if path.suffix == ".gz":
         raw = gzip.open(path, "wb")
@@ -82,8 +136,8 @@ def _open_out(path: Path, binary: bool = False):
 def write(dataset: Dataset, path: str | os.PathLike, format: str | None = None) -> str:
     """Write ``dataset`` to ``path`` atomically; returns the ``SCHEMA:CONTAINER`` written."""
     schema, container = resolve_format(dataset, path, format)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = check_output_file(path)
+    _warn_lossy(dataset, schema, p)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     if tmp.suffix != p.suffix:  # keep the .gz suffix for _open_out
         tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}")
