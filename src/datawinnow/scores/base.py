@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ import numpy as np
 
 from ..cache import ScoreStore, atomic_write_text
 from ..data.record import Dataset, Record
-from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,14 +119,13 @@ class Scorer:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    param_types: ClassVar[dict[str, str]] = {}  # where a default does not tell the type (params.py)
     higher_is_better: ClassVar[bool] = True
 
     def __init__(self, **params: Any):
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise ConfigError(f"scorer '{self.name}' has no parameter(s) {', '.join(sorted(unknown))} "
-                              f"(known: {', '.join(sorted(self.defaults)) or 'none'})")
-        self.params = {**self.defaults, **params}
+        from ..params import check_params  # unknown names and values of the wrong type: one ConfigError
+
+        self.params = check_params(f"scorer '{self.name}'", self.defaults, params, self.param_types)
 
     def score(self, dataset: Dataset, ctx: Context) -> ScoreTable:
         raise NotImplementedError
@@ -183,9 +184,9 @@ def run_cached(
     seconds = time.perf_counter() - t0
     info = {"computed": len(todo), "cached": len(dataset) - len(todo), "seconds": round(seconds, 3),
             "samples_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}
-    if ctx.progress and todo:
-        print(f"{scorer}: scored {len(todo)} samples in {seconds:.1f} s ({len(todo) / seconds:.2f} samples/s); "
-              f"{info['cached']} from cache", file=sys.stderr)
+    if todo:
+        log.info(f"{scorer}: scored {len(todo)} samples in {seconds:.1f} s ({len(todo) / seconds:.2f} samples/s); "
+                 f"{info['cached']} from cache")
     return [rows[r.id] for r in dataset], info
 
 

@@ -37,14 +37,13 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    param_types: ClassVar[dict[str, str]] = {}  # where a default does not tell the type (params.py)
     default_budget: ClassVar[float | int | None] = None
 
     def __init__(self, **params: Any):
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise ConfigError(f"method '{self.name}' has no parameter(s) {', '.join(sorted(unknown))} "
-                              f"(known: {', '.join(sorted(self.defaults)) or 'none'})")
-        self.params = {**self.defaults, **params}
+        from ..params import check_params  # unknown names and values of the wrong type: one ConfigError
+
+        self.params = check_params(f"method '{self.name}'", self.defaults, params, self.param_types)
 
     def select(self, dataset: Dataset, budget: int, ctx: Context) -> Selection:
         raise NotImplementedError

@@ -16,6 +16,7 @@ class RandomMethod(Method):
     description = ("A uniformly random subset (numpy's default_rng(seed) permutation; seed defaults to the "
                    "command's --seed).")
     defaults = {"seed": None}
+    param_types = {"seed": "int"}  # None: the run's --seed
 
     def select(self, dataset: Dataset, budget: int, ctx: Context) -> Selection:
         if self.params["seed"] is None:  # one seed for the whole run: --seed / Context(seed=...)
