@@ -43,6 +43,7 @@ from ..data.record import Record
 from ..errors import ConfigError
 from .device import dtype_name, pick_device, pick_dtype
 from .embedded import LM_ALIASES, set_offline, smollm2_dense_dir, smollm2_identity
+from .hub import resolve_model
 
 LOGIT_CHUNK = 1024  # response positions per LM-head call
 
@@ -179,20 +180,21 @@ class CausalLM:
             name, adapter = name.split("+", 1)
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
+        src_is_folder = True
         if name in LM_ALIASES:
             set_offline()
             path, ident, local = str(smollm2_dense_dir()), smollm2_identity(), True
-        elif os.path.isdir(str(name)):
-            path, local = str(name), True
-            ident = f"{os.path.abspath(path)}@{_file_fingerprint(Path(path))}"
         else:
-            path, ident, local = str(name), str(name), False
+            src = resolve_model(str(name))  # an empty folder, a missing path or an unreachable hub: one clear error
+            path, local = src.path, src.local_only
+            ident = f"{os.path.abspath(path)}@{_file_fingerprint(Path(path))}" if src.folder else str(name)
+            src_is_folder = src.folder
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dt, local_files_only=local)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # missing or unreadable files
             raise ConfigError(f"cannot load model '{name}': {e}") from None
-        if not local:
+        if not src_is_folder:
             ident = f"{name}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
         if adapter:
             tokenizer = cls._adapter_tokenizer(model, tokenizer, adapter)

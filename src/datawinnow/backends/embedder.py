@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from ..errors import ConfigError
 from .device import pick_device
 from .embedded import EMBEDDER_ALIASES, minilm_dir, minilm_identity
+from .hub import resolve_model
 
 
 class Embedder:
@@ -27,10 +27,11 @@ class Embedder:
         if name in EMBEDDER_ALIASES:
             path, ident, local = str(minilm_dir()), minilm_identity(), True
         else:
-            path, ident, local = str(name), str(name), os.path.isdir(str(name))
+            src = resolve_model(str(name), "embedder", marker="modules.json")
+            path, ident, local = src.path, str(name), src.local_only
         try:
             model = SentenceTransformer(path, device=dev, local_files_only=local)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise ConfigError(f"cannot load embedder '{name}': {e}") from None
         return cls(model, ident)
 
