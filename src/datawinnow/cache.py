@@ -11,7 +11,12 @@ Layout under the cache root (``$DATAWINNOW_CACHE``, default ``~/.cache/datawinno
 A batch's rows become visible only when its part file is renamed into place, so a run killed at
 any point loses at most the batch in flight; the next run reads every part and computes only what
 is missing. Each row carries the record's content key too, so an edited record is rescored even
-when its id stays the same.
+when its id stays the same. A file damaged some other way (a disk that filled up, a copy cut
+short) is never taken for complete: an unterminated or unreadable line is skipped, and its
+records are computed again.
+
+Files are created with the permissions the umask gives (``0o666 & ~umask``), like any other
+file the user writes, not the 0600 of a bare temporary file.
 """
 
 from __future__ import annotations
@@ -38,11 +43,30 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def mkstemp_umask(*, prefix: str, suffix: str, dir: str | os.PathLike) -> tuple[int, str]:
+    """``tempfile.mkstemp`` with the permissions an ordinary new file gets (``0o666 & ~umask``), not 0600."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dir)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = mkstemp_umask(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -79,6 +103,26 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The complete rows of a score file: a line counts only when it ends with a newline, parses as a JSON
+    object and has ``id`` and ``_key``; anything else (a cut-off write, damage) is skipped."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return []
+    rows = []
+    for line in data.split(b"\n")[:-1]:  # the last piece has no newline: complete files end with one
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(row, dict) and isinstance(row.get("id"), str) and "_key" in row:
+            rows.append(row)
+    return rows
+
+
 class ScoreStore:
     """Per-record results of one scorer configuration on one model.
 
@@ -98,11 +142,8 @@ class ScoreStore:
                 files = ([self.dir / "scores.jsonl"] if (self.dir / "scores.jsonl").exists() else [])
                 files += sorted(self.dir.glob("part-*.jsonl"))
                 for f in files:
-                    with open(f, encoding="utf-8") as fh:
-                        for line in fh:
-                            if line.strip():
-                                row = json.loads(line)
-                                rows[row["id"]] = row
+                    for row in read_rows(f):
+                        rows[row["id"]] = row
             self._rows = rows
         return self._rows
 

@@ -14,12 +14,12 @@ Dense kernels are transformed in chunks; memory-mapped ones into a new ``.npy`` 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..cache import mkstemp_umask
 from ..errors import ConfigError
 
 TRANSFORMS = ("minmax", "clip")
@@ -66,7 +66,7 @@ def map_values(m: Any, fn: Callable[[np.ndarray], np.ndarray], out_path: str | o
     out_path = Path(out_path)
     if out_path.exists():
         return np.load(out_path, mmap_mode="r")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".npy", dir=out_path.parent)
+    fd, tmp = mkstemp_umask(prefix=f".{out_path.name}.", suffix=".npy", dir=out_path.parent)
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=m.shape)

@@ -14,24 +14,42 @@ Layout under ``<cache root>/kernels/<kind>-<key>/``::
     <name>.npy               side vectors (e.g. the utility kernel's no-example distances)
 
 A run killed at any point loses at most the block in flight; the next run computes only the
-missing blocks. Without a store (``use_cache=False``) the same builder keeps everything in memory.
+missing blocks (and logs how many came from the store). A block or kernel file that does not read
+back whole (cut short by a full disk or a copy) counts as missing. Without a store
+(``use_cache=False``) the same builder keeps everything in memory.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..cache import atomic_save_npy, atomic_write_bytes, atomic_write_json, cache_root, stable_hash
+from ..cache import atomic_save_npy, atomic_write_bytes, atomic_write_json, cache_root, mkstemp_umask, stable_hash
 from ..errors import ConfigError
 
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+log = logging.getLogger(__name__)
+
+
+def readable_whole(path: Path) -> bool:
+    """Whether an .npy/.npz file reads back complete (its header's shape fits the bytes; every zip member's CRC)."""
+    try:
+        if path.suffix == ".npy":
+            np.load(path, mmap_mode="r")  # raises when the file is shorter than its header says
+        else:
+            with zipfile.ZipFile(path) as z:
+                return z.testzip() is None
+        return True
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
 
 
 def storage_dtype(name: str) -> type:
@@ -59,7 +77,7 @@ class KernelStore:
         out = set()
         for p in self.dir.iterdir():
             m = re.fullmatch(r"block-(\d+)\.np[yz]", p.name)
-            if m:
+            if m and readable_whole(p):
                 out.add(int(m.group(1)))
         return out
 
@@ -79,9 +97,9 @@ class KernelStore:
     # ----------------------------------------------------------------- assembled kernels
     def load(self) -> Any | None:
         """The assembled kernel (dense: a read-only memmap; sparse: CSR), or None if not built yet."""
-        if (self.dir / "kernel.npy").exists():
+        if (self.dir / "kernel.npy").exists() and readable_whole(self.dir / "kernel.npy"):
             return np.load(self.dir / "kernel.npy", mmap_mode="r")
-        if (self.dir / "kernel.npz").exists():
+        if (self.dir / "kernel.npz").exists() and readable_whole(self.dir / "kernel.npz"):
             import scipy.sparse as sp
 
             return sp.load_npz(self.dir / "kernel.npz").tocsr()
@@ -89,7 +107,7 @@ class KernelStore:
 
     def assemble_dense(self, shape: tuple[int, int], dtype: type) -> np.ndarray:
         """Join the dense blocks into ``kernel.npy`` (written to a temporary file, then renamed)."""
-        fd, tmp = tempfile.mkstemp(prefix=".kernel.", suffix=".npy", dir=self.dir)
+        fd, tmp = mkstemp_umask(prefix=".kernel.", suffix=".npy", dir=self.dir)
         os.close(fd)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
@@ -174,6 +192,9 @@ def build_blocked(
     dense = None if (sparse or store is not None) else np.empty(shape, dtype=dtype)
     triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     total = total_units if total_units is not None else n
+    reused = sum(s in done for s in starts)
+    if store is not None:
+        log.info(f"{desc}: {reused} of {len(starts)} blocks from the store, {len(starts) - reused} to compute")
     bar = progress_bar(total, desc, progress, unit="pair" if units_in else "row")
     try:
         for s in starts:
