@@ -131,7 +131,7 @@ def test_cli_select_and_score(tiny_model_dir, tmp_path, capsys):
             "--param", "per_cluster=2"]
     assert main(["select", str(src), "--method", "cherry", "--budget", "3", "--out", str(out), *argv]) == 0
     assert len(out.read_text().splitlines()) == 3
-    manifest = json.loads((tmp_path / "sub.jsonl.manifest.json").read_text())
+    manifest = json.loads((tmp_path / ".sub.jsonl.manifest.json").read_text())
     assert manifest["method"] == "cherry"
     scores = tmp_path / "scores.jsonl"
     assert main(["score", str(src), "--scorer", "cherry", "--out", str(scores), *argv]) == 0  # from the cache

@@ -52,7 +52,7 @@ def test_select_writes_subset_and_manifest(capsys, tmp_path):
     assert code == 0 and "longest: selected 18 of 175" in out and "score histogram" in out
     rows = [json.loads(l) for l in out_path.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 18 and {"instruction", "input", "output", "id"} <= set(rows[0])
-    manifest = json.loads((tmp_path / "sub.jsonl.manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((tmp_path / ".sub.jsonl.manifest.json").read_text(encoding="utf-8"))
     assert manifest["method"] == "longest" and manifest["pool"] == 175 and manifest["selected"] == 18
     assert manifest["input"]["fingerprint"] and manifest["datawinnow_version"]
     assert sum(r["keep"] for r in manifest["records"]) == 18 and len(manifest["records"]) == 175
@@ -72,7 +72,7 @@ def test_select_keeps_input_format(capsys, tmp_path):
 
 def test_errors_are_one_line(capsys, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3}\n', encoding="utf-8")
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "3"}\n', encoding="utf-8")
     code, _, err = run(capsys, "select", str(bad), "--method", "random", "--budget", "1", "--out", str(tmp_path / "o.jsonl"))
     assert code == 2
     assert err.strip() == f"datawinnow: error: {bad}, line 2, field 'output': missing required field"

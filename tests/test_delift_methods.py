@@ -156,7 +156,7 @@ def test_utility_methods_end_to_end_on_the_tiny_model(tiny_lm, tmp_path):
                          out=str(tmp_path / f"sub-{kernel}.jsonl"), ctx=c())
         assert len(sel.selected) == 2 and len(set(sel.selected)) == 2  # default budget 30% of 8
         assert sel.gains[0] >= sel.gains[1] >= 0
-        manifest = json.loads((tmp_path / f"sub-{kernel}.jsonl.manifest.json").read_text())
+        manifest = json.loads((tmp_path / f".sub-{kernel}.jsonl.manifest.json").read_text())
         kept = [r for r in manifest["records"] if r["keep"]]
         assert sorted(r["gain"] for r in kept) == pytest.approx(sorted(sel.gains))
         task = api.select(str(tmp_path / "pool.jsonl"), "delift-task", 3, params={"kernel": kernel, "k": 3},

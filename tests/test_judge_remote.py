@@ -292,7 +292,7 @@ def test_cli_select_with_remote_judge(server, tmp_path, capsys):
     # ratings 5,4,2,5,3,5 -> >= 4: r0, r1, r3, r5 (no budget: exactly those), order by rating then id
     kept = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert kept == ["r0", "r3", "r5", "r1"]
-    manifest = (tmp_path / "sel.jsonl.manifest.json").read_text()
+    manifest = (tmp_path / ".sel.jsonl.manifest.json").read_text()
     assert KEY not in manifest and KEY not in "".join(capsys.readouterr())
     assert all(r["auth"] == f"Bearer {KEY}" for r in server.requests)
 

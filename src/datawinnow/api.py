@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from .data import Dataset, load as _load, write
+from .outputs import check_output_file
 from .registry import METHODS, SCORERS
 from .scores.base import Context, ScoreTable
 from .select.base import Selection
-from .select.manifest import build_manifest, write_manifest
+from .select.manifest import build_manifest, manifest_path, write_manifest
 
 
 def load(source: Any, **kwargs: Any) -> Dataset:
@@ -28,6 +28,8 @@ def _context(ctx: Context | None, kwargs: dict[str, Any]) -> Context:
 def score(source: Any, scorer: str, *, params: dict[str, Any] | None = None, out: str | None = None,
           ctx: Context | None = None, **ctx_options: Any) -> ScoreTable:
     """Score every record with a registered scorer; optionally write ``out`` as JSONL."""
+    if out:
+        check_output_file(out)  # before the work, not after it
     dataset = load(source)
     table = SCORERS.get(scorer)(**(params or {})).score(dataset, _context(ctx, ctx_options))
     if out:
@@ -42,6 +44,8 @@ def select(source: Any, method: str, budget: float | int | str | None = None, *,
 
     ``sources`` holds extra data sources a method needs (``target``, ``existing``).
     """
+    if out:
+        check_output_file(out)  # before the work, not after it
     dataset = load(source)
     context = _context(ctx, ctx_options)
     for key, src in (sources or {}).items():
@@ -50,5 +54,5 @@ def select(source: Any, method: str, budget: float | int | str | None = None, *,
     selection = METHODS.get(method)(**(params or {})).run(dataset, budget, context)
     if out:
         written = write(dataset.subset(selection.selected), out, format)
-        write_manifest(f"{os.fspath(out)}.manifest.json", build_manifest(selection, dataset, written_format=written))
+        write_manifest(manifest_path(out), build_manifest(selection, dataset, written_format=written))
     return selection

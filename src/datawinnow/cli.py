@@ -10,13 +10,22 @@ import time
 import warnings
 from typing import Any, Sequence
 
-from .errors import DatawinnowError
 
 EPILOG = "Data sources: a file (.json/.jsonl/.csv/.parquet, optionally .gz), a save_to_disk folder, bundled:NAME, or a hub id."
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors end, like every other error, with one ``datawinnow: error: ...`` line (exit code 2).
+    Sub-command parsers are made of the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        command = self.prog.partition(" ")[2]
+        self.exit(2, f"datawinnow: error: {command + ': ' if command else ''}{message}\n")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -89,10 +98,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .data import load
     from .params import parse_params
 
+    from .outputs import check_output_file
+
+    check_output_file(args.out)
+    dataset = load(args.src, column_map=args.columns)
     ctx = _context(args, {"target": load(args.target)} if getattr(args, "target", None) else None)
     t0 = time.perf_counter()
-    table = score(args.src, args.scorer, params=parse_params(args.param), out=args.out, ctx=ctx)
-    print(f"scored {len(table.ids)} records with {args.scorer} in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    table = score(dataset, args.scorer, params=parse_params(args.param), out=args.out, ctx=ctx)
+    counts = (f" ({table.info['computed']} computed, {table.info['cached']} from cache)"
+              if "computed" in table.info and "cached" in table.info else "")
+    print(f"scored {len(table.ids)} records with {args.scorer} in {time.perf_counter() - t0:.1f} s{counts} -> {args.out}")
     return 0
 
 
@@ -142,10 +157,11 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="datawinnow", formatter_class=_Formatter,
-                                     description="Decide which instruction data an LLM should be fine-tuned on.",
-                                     epilog=EPILOG)
+    parser = _Parser(prog="datawinnow", formatter_class=_Formatter,
+                     description="Decide which instruction data an LLM should be fine-tuned on.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"datawinnow {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line (accepted anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p_data = sub.add_parser("data", help="inspect or convert a data source", formatter_class=_Formatter, epilog=EPILOG)
@@ -172,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--param", action="append", metavar="KEY=VALUE", help=_param_help("methods"))
     p_score.add_argument("--out", required=True, help="scores as JSONL: id, score, and the scorer's parts")
     p_score.add_argument("--target", default=None, help="target-task samples, for task-specific scorers (less)")
+    p_score.add_argument("--columns", default=None, help="column map (JSON file or inline JSON) for sources with other column names")
     _add_model_options(p_score)
     _add_judge_options(p_score)
     p_score.set_defaults(func=cmd_score)
@@ -183,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--budget", default=None,
                        help="a fraction in (0, 1] (0.1, 10%%) or a count (100); default: the method's own, if it has one")
     p_sel.add_argument("--param", action="append", metavar="KEY=VALUE", help=_param_help("methods"))
-    p_sel.add_argument("--out", required=True, help="subset file, written in the input's format; OUT.manifest.json beside it")
+    p_sel.add_argument("--out", required=True, help="subset file, written in the input's format; its manifest beside it as the hidden file .OUT.manifest.json")
     p_sel.add_argument("--to", default=None, help="write the subset in another format (as in 'data convert')")
     p_sel.add_argument("--columns", default=None, help="column map (JSON file or inline JSON)")
     p_sel.add_argument("--target", default=None, help="target-task samples, for task-specific methods")
@@ -210,16 +227,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_debug_first(sys.argv[1:] if argv is None else argv))
+    configure(quiet=bool(getattr(args, "quiet", False)), debug=args.debug)
+def _debug_first(argv: Sequence[str]) -> list[str]:
+    """``--debug`` is accepted anywhere on the line (before a ``--``); argparse wants it before the command."""
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[:end]:
+        argv.remove("--debug")
+        argv.insert(0, "--debug")
+    return argv
+
+
     try:
+    """Run one command. A user's mistake ends with one ``datawinnow: error:`` line and exit code 2
+    (``--debug``: the traceback instead); an interruption with 130."""
+    from .errors import user_message
+    from .logs import configure
+
         return int(args.func(args) or 0)
-    except DatawinnowError as e:
-        print(f"datawinnow: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("datawinnow: interrupted; finished batches are cached, rerun to resume", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
+    except Exception as e:  # noqa: BLE001 - mapped to one line below, or re-raised
+        message = user_message(e)
+        if args.debug or message is None:
+            raise
+        print(f"datawinnow: error: {message}", file=sys.stderr)
+        return 2
     sys.exit(main())

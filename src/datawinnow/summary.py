@@ -10,6 +10,7 @@ import numpy as np
 
 from .data.record import Dataset
 from .select.base import Selection
+from .select.manifest import manifest_path
 
 
 def histogram(values: Sequence[float], *, bins: int = 10, width: int = 40, marker: float | None = None) -> str:
@@ -71,5 +72,5 @@ def selection_summary(sel: Selection, ds: Dataset, *, seconds: float, out: str |
         lines.append(histogram(scored, marker=cut))
     if out:
         lines.append(f"  subset:   {out}")
-        lines.append(f"  manifest: {out}.manifest.json")
+        lines.append(f"  manifest: {manifest_path(out)}")
     return "\n".join(lines)
