@@ -225,10 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(_debug_first(sys.argv[1:] if argv is None else argv))
-    configure(quiet=bool(getattr(args, "quiet", False)), debug=args.debug)
 def _debug_first(argv: Sequence[str]) -> list[str]:
     """``--debug`` is accepted anywhere on the line (before a ``--``); argparse wants it before the command."""
     argv = list(argv)
@@ -239,23 +235,27 @@ def _debug_first(argv: Sequence[str]) -> list[str]:
     return argv
 
 
-    try:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user's mistake ends with one ``datawinnow: error:`` line and exit code 2
     (``--debug``: the traceback instead); an interruption with 130."""
     from .errors import user_message
     from .logs import configure
 
+    parser = build_parser()
+    args = parser.parse_args(_debug_first(sys.argv[1:] if argv is None else argv))
+    configure(quiet=bool(getattr(args, "quiet", False)), debug=args.debug)
+    try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("datawinnow: interrupted; finished batches are cached, rerun to resume", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
     except Exception as e:  # noqa: BLE001 - mapped to one line below, or re-raised
         message = user_message(e)
         if args.debug or message is None:
             raise
         print(f"datawinnow: error: {message}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
