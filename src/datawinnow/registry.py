@@ -61,6 +61,7 @@ SCORERS = Registry("scorer", [
     "datawinnow.scores.alpagasus",
     "datawinnow.scores.deita",
     "datawinnow.scores.selectit",
+    "datawinnow.scores.rds",
 ])
 
 # one line per selection-method module
@@ -74,6 +75,7 @@ METHODS = Registry("method", [
     "datawinnow.select.methods.deita",
     "datawinnow.select.methods.selectit",
     "datawinnow.select.methods.delift",
+    "datawinnow.select.methods.rds",
 ])
 
 # one line per evaluation-suite module (datawinnow evaluate --suite NAME)
