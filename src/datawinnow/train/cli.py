@@ -60,6 +60,10 @@ def add_train_parser(sub, formatter) -> None:
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory, ~1/3 slower)")
     g.add_argument("--no-group-by-length", action="store_true", help="plain random batches instead of length-grouped ones")
     g.add_argument("--logging-steps", type=int, default=d.logging_steps, help="log the loss every N steps")
+    g.add_argument("--save-steps", type=int, default=d.save_steps,
+                   help="save a checkpoint every N optimizer steps into --out; rerunning the same command after a "
+                        "crash resumes from the last one (0: no checkpoints; iterit and token-loss reports never resume)")
+    g.add_argument("--no-resume", action="store_true", help="discard checkpoints left in --out and start over")
     g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group("iterit (--method iterit)")
@@ -95,7 +99,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         warmup_ratio=args.warmup_ratio, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
         grad_accum=args.grad_accum, max_length=args.max_length, weight_decay=args.weight_decay, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, group_by_length=not args.no_group_by_length,
-        logging_steps=args.logging_steps, progress=not args.quiet, ratio=args.ratio, update_ratio=args.update_ratio,
+        logging_steps=args.logging_steps, progress=not args.quiet, save_steps=args.save_steps,
+        resume=not args.no_resume, ratio=args.ratio, update_ratio=args.update_ratio,
         update_strategy=args.update_strategy, score_type=args.score_type,
         diversity_weight_decay=args.diversity_weight_decay, score_batch_size=args.score_batch_size,
         cache=args.cache, diverse_ratio=args.diverse_ratio, new_token=args.new_token,
@@ -106,9 +111,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from .runner import train
 
+    from ..outputs import check_output_dir
+
     if args.cache_dir:
         os.environ["DATAWINNOW_CACHE"] = args.cache_dir
     cfg = config_from_args(args)
+    check_output_dir(args.out)
     t0 = time.perf_counter()
     res = train(args.src, cfg, args.out, eval_source=args.eval, columns=args.columns)
     loss = res.metrics.get("train_loss")

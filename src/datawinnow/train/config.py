@@ -45,6 +45,8 @@ class TrainConfig:
     group_by_length: bool = True
     logging_steps: int = 1
     progress: bool = True
+    save_steps: int = 50           # a resumable checkpoint every N optimizer steps (0: none)
+    resume: bool = True            # a rerun resumes from the last complete checkpoint of the same run
     # IterIT (SPEC section 4)
     ratio: float = 0.05
     update_ratio: float = 3.0
@@ -82,6 +84,7 @@ class TrainConfig:
         check(self.batch_size >= 1 and self.grad_accum >= 1,
               f"train: batch size and accumulation must be >= 1, got {self.batch_size} and {self.grad_accum}")
         check(self.max_length >= 16, f"train: max length must be >= 16 tokens, got {self.max_length}")
+        check(self.save_steps >= 0, f"train: save steps must be >= 0 (0: no checkpoints), got {self.save_steps}")
         check(self.update_strategy in UPDATE_STRATEGIES,
               f"iterit: update_strategy must be one of {', '.join(UPDATE_STRATEGIES)}, got '{self.update_strategy}'")
         check(self.score_type in SCORE_TYPES,

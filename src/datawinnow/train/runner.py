@@ -79,8 +79,9 @@ def train(source: Any, cfg: TrainConfig, out_dir: str, *, eval_source: Any = Non
                                           for h in sched.history]},
                     "pool_ids": records.ids, "ids": [records[i].id for i in sched.seen()]}
 
+    # IterIT's schedule and the token-loss report (before/after training) live outside the checkpoints
     result = run_sft(records, cfg, out_dir, lm=lm, sampler_factory=sampler_factory, manifest=manifest,
-                     on_model_ready=on_model_ready)
+                     on_model_ready=on_model_ready, resumable=cfg.method != "iterit" and not report_tokens)
     if "schedule" in schedule_box:
         result.info["schedule"] = schedule_box["schedule"]
         result.info["sampler"] = schedule_box["sampler"]

@@ -18,14 +18,16 @@ The recipe:
 The adapter folder gets the peft adapter and tokenizer, ``datawinnow_train.json`` (the training
 config, resolved device/dtype, versions, final metrics), ``data_manifest.json`` (the ids and
 fingerprint of the data seen) and ``train_log.jsonl`` (one line per logging step: loss, lr, ...).
+
+While training, a checkpoint is saved every ``save_steps`` optimizer steps; a killed run, rerun
+with the same command, resumes from the last complete one (see :mod:`datawinnow.train.checkpoints`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import sys
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +40,15 @@ from ..backends.device import dtype_name, pick_device, pick_dtype
 from ..cache import atomic_write_json
 from ..data.record import Dataset
 from ..errors import ConfigError, MissingDependencyError
+from . import checkpoints
 from .collate import check_trainable, encode_records, to_hf_dataset
 from .config import TrainConfig
 
 CONFIG_FILE = "datawinnow_train.json"
 MANIFEST_FILE = "data_manifest.json"
 LOG_FILE = "train_log.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 def require_train_deps() -> None:
@@ -84,11 +89,13 @@ def _load_4bit(cfg: TrainConfig) -> CausalLM:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     from ..backends.embedded import LM_ALIASES, smollm2_dense_dir, smollm2_identity
+    from ..backends.hub import resolve_model
 
     if cfg.model in LM_ALIASES:
         path, ident, local = str(smollm2_dense_dir()), smollm2_identity(), True
     else:
-        path, ident, local = cfg.model, cfg.model, os.path.isdir(cfg.model)
+        src = resolve_model(cfg.model)
+        path, ident, local = src.path, cfg.model, src.local_only
     compute = pick_dtype(cfg.dtype, dev)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=compute)
@@ -157,11 +164,14 @@ def build_peft_config(cfg: TrainConfig, model, new_token_ids: Sequence[int] = ()
                       task_type="CAUSAL_LM", bias="none", trainable_token_indices=trainable)
 
 
-def build_sft_args(cfg: TrainConfig, out_dir: str, device: torch.device, dtype: torch.dtype, *, n_train: int):
+def build_sft_args(cfg: TrainConfig, out_dir: str, device: torch.device, dtype: torch.dtype, *, n_train: int,
+                   checkpointing: bool = False):
+    """trl's SFTConfig; ``checkpointing``: save a resumable checkpoint every ``cfg.save_steps`` steps."""
     from trl import SFTConfig
 
     if n_train < 1:
         raise ConfigError("nothing to train on")
+    checkpointing = checkpointing and cfg.save_steps > 0
     return SFTConfig(
         output_dir=out_dir,
         per_device_train_batch_size=cfg.batch_size,
@@ -176,7 +186,9 @@ def build_sft_args(cfg: TrainConfig, out_dir: str, device: torch.device, dtype: 
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if checkpointing else "no",
+        save_steps=cfg.save_steps if checkpointing else 500,
+        save_total_limit=2,  # the newest complete checkpoint survives a kill while the next one is written
         eval_strategy="no",
         report_to="none",
         bf16=dtype == torch.bfloat16,
@@ -232,11 +244,14 @@ def run_sft(
     sampler_factory: Callable[[Any], Any] | None = None,
     manifest: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     on_model_ready: Callable[[CausalLM, Any], list[Any]] | None = None,
+    resumable: bool = True,
 ) -> TrainResult:
     """Train a LoRA adapter on ``records`` and write it, with its config, manifest and log, to ``out_dir``.
 
     ``on_model_ready(lm, trainer_inputs)`` may return extra callbacks once the model is loaded (the
-    training-time methods use it to score with the model being trained).
+    training-time methods use it to score with the model being trained). ``resumable``: save
+    checkpoints and resume from them (off for runs whose callbacks keep state the checkpoints do not
+    hold, such as IterIT's schedule).
     """
     require_train_deps()
     cfg.validate()
@@ -257,27 +272,42 @@ def run_sft(
         dtype = pick_dtype(cfg.dtype, device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / LOG_FILE).unlink(missing_ok=True)
-    args = build_sft_args(cfg, str(out), device, dtype, n_train=len(hf_ds))
+    start = None
+    if resumable and cfg.save_steps > 0:
+        identity = checkpoints.run_identity(cfg.to_dict(), fingerprint=records.fingerprint(), model=lm.identity,
+                                            n_rows=len(rows))
+        start = checkpoints.prepare(out, identity, resume=cfg.resume)
+    else:
+        checkpoints.discard(out)
+    resumed_step = int(checkpoints.CHECKPOINT.fullmatch(start.name).group(1)) if start is not None else None
+    if resumed_step is not None:
+        checkpoints.truncate_log(out / LOG_FILE, resumed_step)
+    else:
+        (out / LOG_FILE).unlink(missing_ok=True)
+    args = build_sft_args(cfg, str(out), device, dtype, n_train=len(hf_ds), checkpointing=resumable)
     peft_cfg = build_peft_config(cfg, lm.model, new_ids)
     extra = list(on_model_ready(lm, {"rows": rows, "new_token_ids": new_ids}) if on_model_ready else [])
     trainer_cls = _trainer_class()
     trainer = trainer_cls(model=lm.model, args=args, train_dataset=hf_ds, processing_class=lm.tokenizer,
-                          peft_config=peft_cfg, callbacks=[_log_callback(out / LOG_FILE), *callbacks, *extra])
+                          peft_config=peft_cfg, callbacks=[_log_callback(out / LOG_FILE), checkpoints.marker_callback(),
+                                                           *callbacks, *extra])
     trainer.sampler_factory = sampler_factory
+    if not cfg.progress:  # without a progress bar, transformers prints every log dict instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     if new_ids:
         _expose_head_bias(trainer.model)
     # the CausalLM keeps pointing at the same module objects: peft injected LoRA layers in place
     for cb in [*callbacks, *extra]:
         if hasattr(cb, "bind"):
             cb.bind(trainer)
-    if cfg.progress:
-        n_params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        print(f"train: {len(records)} samples, {cfg.method}, {lm.identity}, {dtype_name(dtype)} on {device}, "
-              f"LoRA r={cfg.rank} on {cfg.target_modules} ({n_params:,} trainable parameters)", file=sys.stderr)
+    n_params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    log.info(f"train: {len(records)} samples, {cfg.method}, {lm.identity}, {dtype_name(dtype)} on {device}, "
+             f"LoRA r={cfg.rank} on {cfg.target_modules} ({n_params:,} trainable parameters)")
     if len(trainer.train_dataset) != len(rows):  # trl drops rows without a trained token; ours all have one
         raise ConfigError(f"trl kept {len(trainer.train_dataset)} of {len(rows)} training rows")
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(start) if start is not None else None)
     seconds = time.perf_counter() - t0
     if callable(manifest):
         manifest = manifest()
@@ -296,13 +326,15 @@ def run_sft(
     atomic_write_json(out / CONFIG_FILE, {
         "config": cfg.to_dict(), "model_identity": lm.identity, "device": str(device), "dtype": dtype_name(dtype),
         "new_token_ids": new_ids, "metrics": metrics, "seconds": round(seconds, 2), "steps": trainer.state.global_step,
+        "resumed_from_step": resumed_step,
         "versions": {"datawinnow": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                      "trl": trl.__version__, "peft": peft.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
-    if cfg.progress:
-        print(f"train: {trainer.state.global_step} steps in {seconds:.1f} s, final train loss "
-              f"{metrics.get('train_loss', float('nan')):.4f} -> {out}", file=sys.stderr)
+    checkpoints.finish(out)
+    log.info(f"train: {trainer.state.global_step} steps in {seconds:.1f} s"
+             f"{f' (resumed at step {resumed_step})' if resumed_step is not None else ''}, final train loss "
+             f"{metrics.get('train_loss', float('nan')):.4f} -> {out}")
     return TrainResult(str(out), metrics, list(trainer.state.log_history), list(seen), seconds,
                        info={"trainer": trainer, "lm": lm, "new_token_ids": new_ids})
 
