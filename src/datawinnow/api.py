@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .data import Dataset, load as _load, write
+from .errors import ConfigError
+from .options import check_options, keyword_names
 from .outputs import check_output_file
 from .registry import METHODS, SCORERS
 from .scores.base import Context, ScoreTable
@@ -14,7 +16,25 @@ from .select.manifest import build_manifest, manifest_path, write_manifest
 
 def load(source: Any, **kwargs: Any) -> Dataset:
     """Read a source (file, folder, ``bundled:NAME``, hub id) into a :class:`Dataset`."""
+    check_options("datawinnow.load()", kwargs, keyword_names(_load)[1:])
     return _load(source, **kwargs)
+
+
+def _check_options(where: str, given: dict[str, Any], own: tuple[str, ...]) -> None:
+    check_options(where, given, own, more=keyword_names(Context.__init__))
+
+
+def _refuse_overwriting_input(out: Any, dataset: Dataset) -> None:
+    """``out`` must not be the file the pool was read from: writing it would destroy the pool."""
+    import os
+
+    src = dataset.path
+    if not out or not src or not os.path.exists(src):
+        return
+    same = os.path.realpath(out) == os.path.realpath(src) or (os.path.exists(out) and os.path.samefile(out, src))
+    if same:
+        raise ConfigError(f"{out}: is the input file {src}; writing there would overwrite the pool "
+                          "(give --out another file)")
 
 
 def _context(ctx: Context | None, kwargs: dict[str, Any]) -> Context:
@@ -28,9 +48,11 @@ def _context(ctx: Context | None, kwargs: dict[str, Any]) -> Context:
 def score(source: Any, scorer: str, *, params: dict[str, Any] | None = None, out: str | None = None,
           ctx: Context | None = None, **ctx_options: Any) -> ScoreTable:
     """Score every record with a registered scorer; optionally write ``out`` as JSONL."""
+    _check_options("datawinnow.score()", ctx_options, ("params", "out", "ctx"))
     if out:
         check_output_file(out)  # before the work, not after it
     dataset = load(source)
+    _refuse_overwriting_input(out, dataset)
     table = SCORERS.get(scorer)(**(params or {})).score(dataset, _context(ctx, ctx_options))
     if out:
         table.write_jsonl(out)
@@ -42,11 +64,14 @@ def select(source: Any, method: str, budget: float | int | str | None = None, *,
            sources: dict[str, Any] | None = None, ctx: Context | None = None, **ctx_options: Any) -> Selection:
     """Select a subset with a registered method; optionally write it (in the input's format) and its manifest.
 
-    ``sources`` holds extra data sources a method needs (``target``, ``existing``).
+    ``sources`` holds extra data sources a method needs (``target``, ``existing``). Unknown keyword
+    options are an error; so is an ``out`` that is the input file.
     """
+    _check_options("datawinnow.select()", ctx_options, ("budget", "params", "out", "format", "sources", "ctx"))
     if out:
         check_output_file(out)  # before the work, not after it
     dataset = load(source)
+    _refuse_overwriting_input(out, dataset)
     context = _context(ctx, ctx_options)
     for key, src in (sources or {}).items():
         if src is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -55,27 +56,104 @@ def _num(v: Any) -> Any:
     return v
 
 
+class _Setting:
+    """A :class:`Context` setting that notes when it is read: a run's manifest records the settings
+    its scorers and methods consulted (a seed that nothing read cannot change a pick)."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, ctx, owner=None):
+        if ctx is None:
+            return self
+        ctx._read.add(self.name)
+        return ctx._settings[self.name]
+
+    def __set__(self, ctx, value) -> None:
+        ctx._settings[self.name] = value
+
+
 class Context:
     """What a scorer or method may need, loaded lazily so that cheap methods load no model.
 
-    ``model``/``embedder`` are names (None: the embedded defaults) or loaded backends.
+    ``model``/``embedder`` are names (None: the embedded defaults) or loaded backends. Unknown
+    options are an error. Reads of the settings that can change a score or a pick (device, dtype,
+    system, max_length, batch_size, seed, sources) and uses of the model, embedder and judge are
+    noted; :meth:`recording` and :meth:`used_settings` turn them into the manifest's ``settings``.
     """
+
+    device = _Setting()
+    dtype = _Setting()
+    system = _Setting()
+    max_length = _Setting()
+    batch_size = _Setting()
+    seed = _Setting()
+    sources = _Setting()
 
     def __init__(self, *, model: Any = None, embedder: Any = None, device: str = "auto", dtype: str = "auto",
                  system: str | None = None, max_length: int = 512, batch_size: int = 8, use_cache: bool = True,
                  progress: bool = True, seed: int = 0, sources: dict[str, Dataset] | None = None, judge: Any = None,
-                 **extra: Any):
+                 **unknown: Any):
+        if unknown:
+            from ..options import check_options, keyword_names
+
+            check_options("Context()", unknown, keyword_names(Context.__init__))
+        self._read: set[str] = set()
+        self._settings: dict[str, Any] = {}
         self._model, self._embedder = model, embedder
         self._judge = judge  # a Judge, or a spec for backends.judge.load_judge (None: local, with this model)
         self.device, self.dtype, self.system, self.max_length = device, dtype, system, max_length
         self.batch_size, self.use_cache, self.progress, self.seed = batch_size, use_cache, progress, seed
         self.sources = sources or {}
-        self.extra = extra
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Collects, in the set it yields, what is read inside the block (nested blocks add to outer ones)."""
+        outer, self._read = self._read, set()
+        try:
+            yield self._read
+        finally:
+            outer |= self._read
+            self._read = outer
+
+    def used_settings(self, used: set[str]) -> dict[str, Any]:
+        """The settings named in ``used`` (from :meth:`recording`) as the manifest records them: resolved
+        device type and dtype, the system-prompt policy, and the identity of each backend used."""
+        from ..backends.device import dtype_name, pick_device, pick_dtype
+
+        out: dict[str, Any] = {}
+        for name in ("seed", "batch_size", "max_length"):
+            if name in used:
+                out[name] = self._settings[name]
+        if "system" in used:
+            out["system"] = system_policy(self._settings["system"])
+        if "device" in used or "dtype" in used:
+            dev = pick_device(self._settings["device"])
+            out["device"] = device_description(dev)
+            if "dtype" in used:
+                out["dtype"] = dtype_name(pick_dtype(self._settings["dtype"], dev))
+        if "sources" in used and self._settings["sources"]:
+            out["sources"] = {k: {"source": ds.path, "fingerprint": ds.fingerprint(), "n": len(ds)}
+                              for k, ds in sorted(self._settings["sources"].items())}
+        if "model" in used and self.model_loaded:
+            lm = self._model
+            out["model"] = {"identity": lm.identity, "device": device_description(lm.device),
+                            "dtype": dtype_name(lm.dtype), "max_length": lm.max_length,
+                            "system": system_policy(lm.renderer.system)}
+        if "embedder" in used and self._embedder is not None and not isinstance(self._embedder, str):
+            inner = getattr(self._embedder, "model", None)
+            dev = getattr(inner, "device", None)
+            out["embedder"] = {"identity": self._embedder.identity,
+                               **({"device": device_description(dev)} if dev is not None else {})}
+        if "judge" in used and self._judge is not None and not isinstance(self._judge, (str, dict)):
+            out["judge"] = {"identity": getattr(self._judge, "identity", type(self._judge).__name__)}
+        return out
 
     @property
     def model(self):
         from ..backends.causal_lm import CausalLM
 
+        self._read.add("model")
         if not isinstance(self._model, CausalLM):
             self._model = CausalLM.load(self._model, device=self.device, dtype=self.dtype, system=self.system,
                                         max_length=self.max_length)
@@ -91,6 +169,7 @@ class Context:
     def embedder(self):
         from ..backends.embedder import Embedder
 
+        self._read.add("embedder")
         if not isinstance(self._embedder, Embedder):
             self._embedder = Embedder.load(self._embedder, device=self.device)
         return self._embedder
@@ -100,6 +179,7 @@ class Context:
         """The judge (loaded on first use); a local judge without its own model judges with :attr:`model`."""
         from ..backends.judge import Judge, load_judge
 
+        self._read.add("judge")
         if not isinstance(self._judge, Judge):
             spec = dict(self._judge) if isinstance(self._judge, dict) else {"kind": self._judge}
             if spec.get("kind") in (None, "local") and spec.get("model") is None and not spec.get("base_url"):
@@ -110,7 +190,22 @@ class Context:
         return self._judge
 
     def model_identity(self) -> str | None:
-        return self.model.identity if self.model_loaded else None
+        return self._model.identity if self.model_loaded else None
+
+
+def system_policy(system: str | None) -> str:
+    """The system-prompt policy as ``--system`` spells it: default, none, or the text."""
+    return "default" if system is None else ("none" if system == "" else system)
+
+
+def device_description(device: Any) -> str:
+    """``cpu``, or ``cuda (NVIDIA H100 80GB HBM3)``: the device type, and the GPU model (its kernels differ)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    return dev.type
 
 
 class Scorer:

@@ -29,6 +29,7 @@ class Selection:
     gains: list[float] | None = None  # marginal gain of each pick (submodular methods)
     info: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # what could change the picks (Context.used_settings)
 
 
 class Method:
@@ -55,10 +56,12 @@ class Method:
             budget = self.default_budget
         k = resolve_budget(budget, len(dataset))
         t0 = time.perf_counter()
-        sel = self.select(dataset, k, ctx)
+        with ctx.recording() as used:
+            sel = self.select(dataset, k, ctx)
         sel.info.setdefault("seconds", round(time.perf_counter() - t0, 3))
         if sel.model is None:
-            sel.model = ctx.model_identity()
+            sel.model = ctx.model_identity() if "model" in used else None
+        sel.settings = ctx.used_settings(used)
         return sel
 
 

@@ -61,6 +61,7 @@ def build_manifest(selection: Selection, dataset: Dataset, *, written_format: st
         "selected": len(selection.selected),
         "pool": len(dataset),
         "model": selection.model,
+        "settings": selection.settings,
         "datawinnow_version": __version__,
         "input": {"source": dataset.path, "format": dataset.format, "fingerprint": dataset.fingerprint()},
         "output_format": written_format,
