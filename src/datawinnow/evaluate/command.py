@@ -15,6 +15,8 @@ EPILOG = """suites (--suite, repeatable; 'datawinnow evaluate --list' describes 
   winrate       pairwise win rate vs reference outputs, both orders (--data, needs --judge)
   ifeval        IFEval, 541 prompts: prompt/instruction-level accuracy, strict and loose
   arc_easy, arc_challenge, mmlu   multiple choice by choice log-likelihood (acc, acc_norm)
+  hellaswag     HellaSwag validation, 10,042: lm-eval preprocessing, 4 endings (acc, acc_norm)
+  winogrande    WinoGrande-XL validation, 1,267: lm-eval partial scoring (acc)
   lm_eval       lm-evaluation-harness tasks (--lm-eval-task; hub access for its own tasks)
 
 Testing a subset (DELIFT): --icl SUBSET (k nearest subset samples as in-context examples, no training)
@@ -69,7 +71,8 @@ def add_parser(sub, formatter, add_model_options: Callable[[argparse.ArgumentPar
     judge_backend.add_judge_options(p)  # the judge backend's own options (--judge, --judge-model, --judge-url, ...)
     g = p.add_argument_group("multiple choice and lm-eval")
     g.add_argument("--mc-template", default="chat", choices=["chat", "plain"],
-                   help="chat: question as the user turn, choice as the answer; plain: 'Question: ...\\nAnswer: choice'")
+                   help="arc_easy, arc_challenge, mmlu: chat: question as the user turn, choice as the answer; plain: "
+                        "'Question: ...\\nAnswer: choice' (hellaswag and winogrande always use lm-eval's plain prompts)")
     g.add_argument("--lm-eval-task", action="append", default=None, metavar="TASK", help="lm-eval task, repeatable")
     g.add_argument("--lm-eval-include", default=None, metavar="DIR", help="folder of extra lm-eval task YAML files")
     g.add_argument("--lm-eval-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
