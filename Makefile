@@ -26,7 +26,9 @@ demo: setup
 	$(BIN)/datawinnow select bundled:alpaca_en_demo --method ifd --budget 0.1 \
 		--out $(DEMO_OUT)/alpaca_ifd_10pct.jsonl | tee $(DEMO_OUT)/summary.txt
 
+# The report test opens report.html in headless Chromium (Debian packages); it is skipped where they cannot be installed.
 test: setup
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver) || true
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

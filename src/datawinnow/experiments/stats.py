@@ -30,7 +30,8 @@ items that every cell of the run scored (so all comparisons are paired on the sa
 - **Aggregate over suites**: each suite's difference divided by its *scale*, the pooled standard
   deviation of per-item scores in the random cells (an effect size; 1 when it is 0), then the mean
   over suites, per replicate; the verdict reads the CI of that mean. The per-method verdict does the
-  same over every budget (the mean of the per-budget aggregates).
+  same over every budget (the mean of the per-budget aggregates). The random band in these units is
+  the spread of random's seeds (each seed's mean standardised score over the suites) around their mean.
 - **Costs**: per group, the mean over seeds of the selection, training and evaluation seconds and
   FLOPs, next to the cost of training on the full pool (the ``full`` cell; estimated from the
   trained cells' cost per example when there is none).
@@ -414,6 +415,14 @@ def compute_stats(results: dict[str, Any], *, n_boot: int = 2000, seed: int = 0,
             point_std.setdefault((g.label, g.budget), {})[suite] = diff / scale
 
     aggregate, methods = _aggregate(groups, random_at, comp_rows, reps_std, point_std, cell_std, level)
+    random_bands = []
+    for b, g in sorted(random_at.items()):
+        per_cell = [cell_std.get(i, {}) for i in g.cells]
+        suites = sorted(set.intersection(*(set(d) for d in per_cell))) if per_cell else []
+        if suites:
+            agg = np.array([np.mean([d[s] for s in suites]) for d in per_cell])
+            random_bands.append({"budget": b, "low": float(agg.min() - agg.mean()),
+                                 "high": float(agg.max() - agg.mean()), "n_seeds": len(agg)})
     return {
         "settings": {"n_boot": n_boot, "seed": seed, "level": level},
         "suites": suites_out,
@@ -423,6 +432,7 @@ def compute_stats(results: dict[str, Any], *, n_boot: int = 2000, seed: int = 0,
         "comparisons": comp_rows,
         "aggregate": aggregate,
         "methods": methods,
+        "random_bands": random_bands,
         "costs": cost_summary(results),
         "notes": notes,
     }
