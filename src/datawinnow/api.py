@@ -7,7 +7,7 @@ from typing import Any
 from .data import Dataset, load as _load, write
 from .errors import ConfigError
 from .options import check_options, keyword_names
-from .outputs import check_output_file
+from .preflight import check_output_file
 from .registry import METHODS, SCORERS
 from .scores.base import Context, ScoreTable
 from .select.base import Selection

@@ -58,8 +58,11 @@ def _context(args: argparse.Namespace, sources: dict | None = None):
     from .data.prompts import system_from_cli
     from .scores.base import Context
 
+    from .preflight import check_device_name
+
     if args.cache_dir:
         os.environ["DATAWINNOW_CACHE"] = args.cache_dir
+    check_device_name(args.device)
     model = args.model
     if args.adapter:
         model = f"{model}+{args.adapter}"
@@ -98,7 +101,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .data import load
     from .params import parse_params
 
-    from .outputs import check_output_file
+    from .preflight import check_output_file
 
     check_output_file(args.out)
     dataset = load(args.src, column_map=args.columns)

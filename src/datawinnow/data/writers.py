@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..outputs import check_output_file
+from ..preflight import check_output_file
 from .record import Dataset, Record
 
 log = logging.getLogger(__name__)

@@ -111,10 +111,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cmd_train(args: argparse.Namespace) -> int:
     from .runner import train
 
-    from ..outputs import check_output_dir
+    from ..preflight import check_device_name, check_output_dir
 
     if args.cache_dir:
         os.environ["DATAWINNOW_CACHE"] = args.cache_dir
+    check_device_name(args.device)
     cfg = config_from_args(args)
     check_output_dir(args.out)
     t0 = time.perf_counter()

@@ -1,12 +1,27 @@
-"""Output paths checked before any expensive work: an hour of scoring must not end in "Is a directory"."""
+"""Checks run before any expensive work: an hour of scoring must not end in "Is a directory".
+
+Output paths are probed by creating a file where the output will go; device names are checked for
+their form here (no torch import), for their availability when a model is loaded
+(:func:`datawinnow.backends.device.pick_device`).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
+
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device_name(device: str | None) -> str:
+    """``device`` if it has the form of one (auto, cpu, cuda, cuda:N, mps), else a ConfigError."""
+    if device is None or not DEVICE_NAME.fullmatch(str(device)):
+        raise ConfigError(f"unknown device {str(device)!r} (expected auto, cpu, cuda or cuda:N)")
+    return str(device)
 
 
 def _probe(folder: Path, name: str, target: Path) -> None:
