@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate.command import add_parser as add_evaluate_parser  # evaluate lives with its code
     add_evaluate_parser(sub, _Formatter, _add_model_options)
+
+    from .experiments.command import add_parser as add_experiment_parser  # run-experiment lives with its code
+    add_experiment_parser(sub, _Formatter)
+
+    from .experiments.report_command import add_parser as add_report_parser  # report lives with its code
+    add_report_parser(sub, _Formatter)
     return parser
 
 

@@ -317,11 +317,11 @@ def compute_stats(results: dict[str, Any], *, n_boot: int = 2000, seed: int = 0,
     cells = results["cells"]
     groups = group_cells(results)
     random_at = {g.budget: g for g in groups if g.kind == "random"}
-    notes: list[str] = []
+    notes: list[str] = [] if cells else ["results.json holds no finished cell yet"]
     for b, g in sorted(random_at.items()):
         if len(g.cells) < 3:
-            notes.append(f"random has {len(g.cells)} seed(s) at budget {fmt_budget(b)}: the protocol asks for "
-                         "at least 3; its seed-to-seed spread is not estimated")
+            notes.append(f"random has {len(g.cells)} seed(s) at budget {fmt_budget(b)}: the protocol asks for at "
+                         "least 3" + ("; its seed-to-seed spread is not estimated" if len(g.cells) == 1 else ""))
     # shared seed draws: one uniform matrix per group, reused in every suite
     uniforms = {id(g): _rng(seed, "seeds", g.label, g.budget).random((n_boot, len(g.cells))) for g in groups}
 
@@ -345,7 +345,8 @@ def compute_stats(results: dict[str, Any], *, n_boot: int = 2000, seed: int = 0,
         if sd.dropped:
             notes.append(f"{suite}: {sd.dropped} item(s) left out (not scored, or not finite, in every cell)")
         if n_items == 0:
-            notes.append(f"{suite}: no item scored by every cell; no statistics")
+            if cells:
+                notes.append(f"{suite}: no item scored by every cell; no statistics")
             continue
         dev = item_deviations(sd.X, n_boot, _rng(seed, "items", suite))
         cell_mean = sd.X.mean(axis=1)

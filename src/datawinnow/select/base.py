@@ -40,6 +40,12 @@ class Method:
     defaults: ClassVar[dict[str, Any]] = {}
     param_types: ClassVar[dict[str, str]] = {}  # where a default does not tell the type (params.py)
     default_budget: ClassVar[float | int | None] = None
+    stochastic: ClassVar[bool] = False  # the picks depend on the seed (Context.seed); experiments run it per seed
+
+    @classmethod
+    def is_stochastic(cls, params: dict[str, Any]) -> bool:
+        """Whether a run with these (complete) parameters depends on the seed."""
+        return cls.stochastic
 
     def __init__(self, **params: Any):
         from ..params import check_params  # unknown names and values of the wrong type: one ConfigError

@@ -13,6 +13,7 @@ from ..base import ScoreTopK
 @METHODS.register
 class CherryMethod(ScoreTopK):
     name = "cherry"
+    stochastic = True  # seeded k-means, band sample and warm-up
     description = ("Cherry LLM full pipeline: pre-experienced LoRA model (k-means, mid-perplexity samples), then the "
                    "highest IFD < 1; default budget 10%.")
     defaults = {**CherryScorer.defaults, "keep_misaligned": False}

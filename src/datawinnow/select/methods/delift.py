@@ -66,6 +66,10 @@ class DeliftMethod(Method):
     objective: ClassVar[str] = "fl"  # "fl", "flmi" or "flcg"
     default_budget = 0.3
 
+    @classmethod
+    def is_stochastic(cls, params: dict[str, Any]) -> bool:
+        return params.get("optimizer") == "stochastic"  # stochastic greedy samples candidates with the seed
+
     # ------------------------------------------------------------------ options
     def _check(self) -> None:
         p = self.params

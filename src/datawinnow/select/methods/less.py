@@ -10,6 +10,7 @@ from ..base import ScoreTopK
 @METHODS.register
 class LessMethod(ScoreTopK):
     name = "less"
+    stochastic = True  # seeded warm-up sample, LoRA init and projection
     description = ("LESS gradient influence on --target samples (LoRA warm-up, projected per-example gradients); "
                    "default budget 5%.")
     defaults = dict(LessScorer.defaults)

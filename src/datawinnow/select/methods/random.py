@@ -17,6 +17,7 @@ class RandomMethod(Method):
                    "command's --seed).")
     defaults = {"seed": None}
     param_types = {"seed": "int"}  # None: the run's --seed
+    stochastic = True
 
     def select(self, dataset: Dataset, budget: int, ctx: Context) -> Selection:
         if self.params["seed"] is None:  # one seed for the whole run: --seed / Context(seed=...)
