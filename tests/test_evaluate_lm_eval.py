@@ -53,3 +53,28 @@ def test_local_task_runs_offline_and_hub_task_fails_clearly(tiny_model_dir, tmp_
     # a hub task offline: one clear line that names the need for network access
     with pytest.raises(ConfigError, match="needs network access"):
         run_lm_eval(tiny_model_dir, ["arc_easy"], device="cpu", dtype="fp32", limit=2)
+
+
+def test_dtype_auto_means_what_it_means_everywhere(monkeypatch, tiny_model_dir, expected_auto):
+    """lm-eval's own "auto" is the checkpoint's dtype; datawinnow's is the hardware's (DATAWINNOW_AUTO_DTYPE)."""
+    lm_eval = pytest.importorskip("lm_eval")
+    import lm_eval.tasks
+
+    seen = {}
+
+    class Tasks:
+        all_tasks = ["t"]
+
+        def __init__(self, include_path=None):
+            pass
+
+    def fake_evaluate(*, model_args, device, **kw):
+        seen.update(model_args=model_args, device=device)
+        return {"results": {"t": {"acc,none": 1.0}}, "n-samples": {"t": {"effective": 1}}}
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", Tasks)
+    monkeypatch.setattr(lm_eval, "simple_evaluate", fake_evaluate)
+    run_lm_eval(tiny_model_dir, ["t"], device="auto", dtype="auto")
+    device, dtype = expected_auto
+    assert seen["device"].startswith(device)
+    assert seen["model_args"]["dtype"] == str(dtype).removeprefix("torch.")  # float32, bfloat16 or float16

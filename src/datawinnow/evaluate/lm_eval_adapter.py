@@ -63,10 +63,13 @@ def run_lm_eval(model: str | None, tasks: Sequence[str], *, adapter: str | None 
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise MissingDependencyError("lm-eval", "eval", "the lm-evaluation-harness adapter") from None
-    from ..backends.device import pick_device
+    from ..backends.device import dtype_name, pick_device, pick_dtype
 
-    margs = model_args(model, adapter=adapter, dtype=dtype)
-    dev = str(pick_device(device))
+    resolved = pick_device(device)
+    # "auto" as everywhere in datawinnow (bf16 only where the hardware runs it fast), not lm-eval's
+    # "auto" (the checkpoint's own dtype, bf16 for SmolLM2 even on CPUs that emulate it)
+    margs = model_args(model, adapter=adapter, dtype=dtype_name(pick_dtype(dtype, resolved)))
+    dev = str(resolved)
     if include_path and not os.path.isdir(include_path):
         raise ConfigError(f"lm-eval: task folder not found: {include_path}")
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
