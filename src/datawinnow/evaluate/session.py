@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable
 
+from ..backends.decoding import DECODE_RULE
 from ..cache import stable_hash
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
@@ -99,7 +100,7 @@ class EvalSession:
     def generation_key(self, params: GenerationParams) -> str:
         recipe = self.icl.identity if self.icl is not None else {"prompt": "chat"}
         return stable_hash({"model": self.lm.identity, "gen": params.as_dict(), "recipe": recipe,
-                            "system": self.lm.renderer.system})
+                            "system": self.lm.renderer.system, "decode": DECODE_RULE})
 
     def prompt_text(self, record: Record) -> str:
         return chat_prompt(self.lm, record)
