@@ -53,8 +53,12 @@ def test_model_free_method_records_only_the_seed():
 def test_model_method_records_model_dtype_device_length_system_batch(tiny_model_dir, expected_auto):
     sel, settings = _settings("ifd", model=tiny_model_dir, max_length=96)
     device, dtype = expected_auto
+    import torch
+    import transformers
+
     assert settings["model"] == {"identity": sel.model, "device": settings["device"], "dtype": dtype_name(dtype),
-                                 "max_length": 96, "system": "default"}
+                                 "max_length": 96, "system": "default", "torch": torch.__version__,
+                                 "transformers": transformers.__version__}
     assert settings["device"].split(" ")[0] == device and settings["dtype"] == dtype_name(dtype)
     assert settings["max_length"] == 96 and settings["batch_size"] == 8 and settings["system"] == "default"
     assert "seed" not in settings                # IFD draws nothing at random

@@ -139,12 +139,13 @@ class Context:
             lm = self._model
             out["model"] = {"identity": lm.identity, "device": device_description(lm.device),
                             "dtype": dtype_name(lm.dtype), "max_length": lm.max_length,
-                            "system": system_policy(lm.renderer.system)}
+                            "system": system_policy(lm.renderer.system), **library_versions("torch", "transformers")}
         if "embedder" in used and self._embedder is not None and not isinstance(self._embedder, str):
             inner = getattr(self._embedder, "model", None)
             dev = getattr(inner, "device", None)
             out["embedder"] = {"identity": self._embedder.identity,
-                               **({"device": device_description(dev)} if dev is not None else {})}
+                               **({"device": device_description(dev)} if dev is not None else {}),
+                               **(library_versions("torch", "sentence_transformers") if inner is not None else {})}
         if "judge" in used and self._judge is not None and not isinstance(self._judge, (str, dict)):
             out["judge"] = {"identity": getattr(self._judge, "identity", type(self._judge).__name__)}
         return out
@@ -196,6 +197,13 @@ class Context:
 def system_policy(system: str | None) -> str:
     """The system-prompt policy as ``--system`` spells it: default, none, or the text."""
     return "default" if system is None else ("none" if system == "" else system)
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    """``{name: version}`` of the libraries whose kernels computed a score (a new release can move the last digits)."""
+    import importlib
+
+    return {name: getattr(importlib.import_module(name), "__version__", "unknown") for name in names}
 
 
 def device_description(device: Any) -> str:
