@@ -167,6 +167,9 @@ def test_costs_full_cell_and_estimate():
     est = cost_summary(res)["full_training"]
     assert est["source"].startswith("estimated")
     assert est["flops"] == pytest.approx(full_flops)  # the synthetic cost is linear in the examples
+    res["pool"]["train_tokens"] = 100 * 60  # 100 tokens a record in the synthetic cells
+    est = cost_summary(res)["full_training"]
+    assert "per training token" in est["source"] and est["flops"] == pytest.approx(full_flops)
 
 
 def test_validation_names_the_field(tmp_path):

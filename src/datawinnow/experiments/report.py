@@ -14,6 +14,7 @@ float, empty parts where a row has none), ``data-metric`` the field and ``data-v
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import html
 import sys
@@ -325,9 +326,9 @@ def load_pool(results: dict[str, Any]):
     spec = (results.get("config") or {}).get("pool") or {"source": (results.get("pool") or {}).get("source")}
     if not spec.get("source"):
         raise DataError("the results name no pool source", field="pool.source")
-    src = SourceSpec(source=spec["source"], tasks=spec.get("tasks"), exclude_tasks=spec.get("exclude_tasks"),
-                     per_task=tuple(spec["per_task"]) if spec.get("per_task") else None,
-                     slice=tuple(spec["slice"]) if spec.get("slice") else None)
+    known = {f.name for f in dataclasses.fields(SourceSpec)}
+    src = SourceSpec(**{k: (tuple(v) if isinstance(v, list) and k in ("per_task", "slice") else v)
+                        for k, v in spec.items() if k in known})
     ds = load_source(src, "pool", "results.json")
     want = (results.get("pool") or {}).get("fingerprint")
     if want and ds.fingerprint() != want:

@@ -33,8 +33,8 @@ items that every cell of the run scored (so all comparisons are paired on the sa
   same over every budget (the mean of the per-budget aggregates). The random band in these units is
   the spread of random's seeds (each seed's mean standardised score over the suites) around their mean.
 - **Costs**: per group, the mean over seeds of the selection, training and evaluation seconds and
-  FLOPs, next to the cost of training on the full pool (the ``full`` cell; estimated from the
-  trained cells' cost per example when there is none).
+  FLOPs, next to the cost of training on the full pool (the ``full`` cell; without one, estimated from
+  the trained cells, see :func:`full_training_cost`).
 """
 
 from __future__ import annotations
@@ -508,21 +508,33 @@ def _cost(cell: dict[str, Any], part: str, what: str) -> float:
 
 
 def full_training_cost(results: dict[str, Any]) -> dict[str, Any]:
-    """Seconds and FLOPs of training on the whole pool: the ``full`` cells' mean, else an estimate
-    from the trained cells' cost per selected example times the pool size; zeros in ICL mode."""
+    """Seconds and FLOPs of training on the whole pool: the ``full`` cells' mean; without one, an
+    estimate from the trained cells: their cost per training token times the full pool's training
+    tokens when the results give them (``pool.train_tokens``), else their cost per selected example
+    times the pool size. Zeros when nothing was trained (ICL mode)."""
     cells = results["cells"]
     full = [c for c in cells if c["kind"] == "full"]
     if full:
         return {"seconds": float(np.mean([_cost(c, "training", "seconds") for c in full])),
                 "flops": float(np.mean([_cost(c, "training", "flops") for c in full])), "source": "full cell"}
     trained = [c for c in cells if _cost(c, "training", "flops") > 0 and (c.get("budget_n") or 0) > 0]
-    n_pool = (results.get("pool") or {}).get("n")
+    pool = results.get("pool") or {}
+    n_pool, pool_tokens = pool.get("n"), pool.get("train_tokens")
     if not trained or not n_pool:
         return {"seconds": 0.0, "flops": 0.0, "source": "none (no training in this run)"}
+    tokens = sum(_cost(c, "training", "fwd_tokens") for c in trained)
+    if isinstance(pool_tokens, (int, float)) and pool_tokens > 0 and tokens > 0:
+        scale = float(pool_tokens) / tokens
+        return {"seconds": scale * sum(_cost(c, "training", "seconds") for c in trained),
+                "flops": scale * sum(_cost(c, "training", "flops") for c in trained),
+                "source": f"estimated: trained cells' cost per training token x the full pool's {int(pool_tokens):,} "
+                          "training tokens"}
     per_s = float(np.mean([_cost(c, "training", "seconds") / c["budget_n"] for c in trained]))
     per_f = float(np.mean([_cost(c, "training", "flops") / c["budget_n"] for c in trained]))
-    return {"seconds": per_s * n_pool, "flops": per_f * n_pool,
-            "source": f"estimated: trained cells' cost per example x {n_pool} pool records"}
+    source = f"estimated: trained cells' cost per selected example x {n_pool} pool records"
+    if ((results.get("config") or {}).get("train") or {}).get("max_steps", -1) not in (None, -1, 0):
+        source += "; unreliable: training was capped by train.max_steps"
+    return {"seconds": per_s * n_pool, "flops": per_f * n_pool, "source": source}
 
 
 def cost_summary(results: dict[str, Any]) -> dict[str, Any]:
