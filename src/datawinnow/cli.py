@@ -23,9 +23,11 @@ class _Parser(argparse.ArgumentParser):
     Sub-command parsers are made of the same class."""
 
     def error(self, message: str):  # type: ignore[override]
+        from .errors import one_line
+
         self.print_usage(sys.stderr)
         command = self.prog.partition(" ")[2]
-        self.exit(2, f"datawinnow: error: {command + ': ' if command else ''}{message}\n")
+        self.exit(2, f"datawinnow: error: {command + ': ' if command else ''}{one_line(message)}\n")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -118,8 +120,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     from .api import load, select
     from .params import parse_params
+    from .preflight import check_output_file
     from .summary import selection_summary
 
+    check_output_file(args.out)
     dataset = load(args.src, column_map=args.columns)
     sources = {k: getattr(args, k) for k in ("target", "existing") if getattr(args, k, None)}
     ctx = _context(args)

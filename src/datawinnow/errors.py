@@ -37,6 +37,11 @@ class MissingDependencyError(ConfigError, ImportError):
         super().__init__(f"{what} needs the '{package}' package: pip install 'datawinnow[{extra}]' (or pip install {package})")
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``, ``\\x1b``), so it prints as one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def user_message(error: BaseException) -> str | None:
     """The one-line message the CLI prints for an error a user caused, or None for a bug (shown with a traceback).
 
@@ -44,11 +49,11 @@ def user_message(error: BaseException) -> str | None:
     written, a full disk, a refused connection) are described by what failed and where.
     """
     if isinstance(error, DatawinnowError):
-        return str(error)
+        return one_line(str(error))
     if isinstance(error, UnicodeDecodeError):
         return f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})"
     if isinstance(error, OSError):
         what = error.strerror or str(error) or type(error).__name__
         paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
-        return f"{', '.join(paths)}: {what}" if paths else what
+        return one_line(f"{', '.join(paths)}: {what}" if paths else what)
     return None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
 def check_device_name(device: str | None) -> str:

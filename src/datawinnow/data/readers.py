@@ -211,7 +211,7 @@ def _warn_about(records: list[Record], lines: list[int], where: str, unit: str) 
                 repeated.append(ln)
             seen.add(r.id)
     if repeated:
-        log.warning(f"{_where(where, unit, repeated)}: an id used earlier is repeated in {len(repeated)} records; "
+        log.warning(f"{_where(where, unit, repeated)}: {len(repeated)} record(s) repeat an id used earlier; "
                     "they are kept as distinct records, renamed ID~2, ID~3, ...")
 
 
