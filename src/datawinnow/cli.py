@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--scorer", required=True, help="scorer name (see 'datawinnow methods')")
     p_score.add_argument("--param", action="append", metavar="KEY=VALUE", help=_param_help("methods"))
     p_score.add_argument("--out", required=True, help="scores as JSONL: id, score, and the scorer's parts")
-    p_score.add_argument("--target", default=None, help="target-task samples, for task-specific scorers (less)")
+    p_score.add_argument("--target", default=None, help="target-task samples, for task-specific scorers (less, rds)")
     p_score.add_argument("--columns", default=None, help="column map (JSON file or inline JSON) for sources with other column names")
     _add_model_options(p_score)
     _add_judge_options(p_score)
