@@ -126,9 +126,9 @@ def model_identity(name: str, device: str, dtype: str) -> str:
 
 
 def selection_key(cfg: ExperimentConfig, *, method: str, params: dict[str, Any], budget_n: int, seed: int,
-                  pool_fp: str, model_id: str, sources_fp: dict[str, str]) -> str:
+                  pool_fp: str, model_id: str, sources_fp: dict[str, str], embedder_id: str | None) -> str:
     return stable_hash({"stage": "selection", "method": method, "params": params, "budget_n": budget_n,
-                        "seed": seed, "pool": pool_fp, "model": model_id, "embedder": cfg.embedder,
+                        "seed": seed, "pool": pool_fp, "model": model_id, "embedder": embedder_id,
                         "judge": cfg.judge, "max_length": cfg.model.max_length, "system": cfg.model.system,
                         "batch_size": cfg.selection["batch_size"], "sources": sources_fp}, 24)
 
@@ -138,11 +138,11 @@ def training_key(*, subset_fp: str, train: dict[str, Any], seed: int, model_id: 
                         **extra}, 24)
 
 
-def evaluation_key(cfg: ExperimentConfig, suite: SuiteSpec, *, subject: dict[str, Any]) -> str:
+def evaluation_key(cfg: ExperimentConfig, suite: SuiteSpec, *, subject: dict[str, Any], embedder_id: str | None) -> str:
     """``subject`` names what is evaluated (base model; adapter key; ICL subset and settings)."""
     return stable_hash({"stage": "evaluation", "subject": subject, "suite": suite.name, "limit": suite.limit,
                         "data": suite.data.as_dict() if suite.data else None, "max_new_tokens": suite.max_new_tokens,
-                        "generation": cfg.generation, "judge": cfg.judge, "embedder": cfg.embedder,
+                        "generation": cfg.generation, "judge": cfg.judge, "embedder": embedder_id,
                         "system": cfg.model.system, "max_length": cfg.model.max_length}, 24)
 
 

@@ -42,7 +42,8 @@ class Experiment:
     """A validated config bound to its data: pool, extra sources, evaluation data, cells, keys."""
 
     def __init__(self, cfg: ExperimentConfig, out_dir: str | os.PathLike, *, quiet: bool = False,
-                 command: str = ""):
+                 command: str = "", embedder: Any = None):
+        """``embedder``: a loaded sentence embedder to use instead of loading ``cfg.embedder`` (API callers)."""
         if cfg.executor != "local":
             raise ConfigError(f"{cfg.path}: executor: only 'local' is available")
         self.cfg, self.out = cfg, Path(out_dir)
@@ -55,6 +56,7 @@ class Experiment:
         self._ctx: MeteredContext | None = None
         self._eval_ctx: MeteredContext | None = None
         self._n_params: int | None = None
+        self._embedder_obj = embedder
         self._load_data()
 
     # ------------------------------------------------------------------------------------ data
@@ -99,6 +101,12 @@ class Experiment:
         if self.cfg.base_train_on and not self.base_ready():
             return f"base:{self.base_key()}"  # not built yet (dry run): every key below is new
         return model_identity(self.model_name, m.device, m.dtype)
+
+    @property
+    def embedder_id(self) -> str | None:
+        if self._embedder_obj is not None:
+            return getattr(self._embedder_obj, "identity", type(self._embedder_obj).__name__)
+        return self.cfg.embedder
 
     # ---------------------------------------------------------------------------------- planning
     def tokenizer(self):
@@ -186,7 +194,8 @@ class Experiment:
         if cell.kind in ("zero_shot", "full") or is_pool_method(cell):
             return None
         return selection_key(self.cfg, method=cell.method, params=cell.params, budget_n=cell.budget_n,
-                             seed=cell.seed, pool_fp=self.pool_fp, model_id=self.model_id, sources_fp=self.sources_fp)
+                             seed=cell.seed, pool_fp=self.pool_fp, model_id=self.model_id, sources_fp=self.sources_fp,
+                             embedder_id=self.embedder_id)
 
     def subset_fp(self, ids: list[str]) -> str:
         return stable_hash({"pool": self.pool_fp, "ids": ids}, 24)
@@ -210,7 +219,8 @@ class Experiment:
         """The base model's context: selection, zero-shot and ICL evaluation, and the (fixed) judge."""
         if self._ctx is None:
             m = self.cfg.model
-            self._ctx = MeteredContext(self.meter, model=self.model_name, embedder=self.cfg.embedder, device=m.device,
+            emb = self._embedder_obj if self._embedder_obj is not None else self.cfg.embedder
+            self._ctx = MeteredContext(self.meter, model=self.model_name, embedder=emb, device=m.device,
                                        dtype=m.dtype, system=m.system, max_length=m.max_length,
                                        batch_size=self.cfg.selection["batch_size"],
                                        use_cache=self.cfg.selection["score_cache"], progress=False, seed=0,
@@ -332,7 +342,7 @@ class Experiment:
         total = Cost()
         ctx = None
         for suite in self.cfg.suites:
-            key = evaluation_key(self.cfg, suite, subject=subject)
+            key = evaluation_key(self.cfg, suite, subject=subject, embedder_id=self.embedder_id)
             hit = self.evals.get(key)
             if hit is not None:
                 self.stats.hit("evaluation")
@@ -393,6 +403,7 @@ class Experiment:
         from tqdm.auto import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
+        _quiet_libraries()
         self.ensure_base()
         cells = self.cells()
         results = self._results_header()
@@ -471,9 +482,9 @@ class Experiment:
             tr_tok += c["cost"]["training"]["fwd_tokens"]
             tr_s += c["cost"]["training"]["seconds"]
         rates, _ = self._rates()
-        if inf_s > 1 and inf_tok:
+        if inf_s > 0 and inf_tok:
             rates["inference"] = inf_tok / inf_s
-        if tr_s > 1 and tr_tok:
+        if tr_s > 0 and tr_tok:
             rates["train"] = tr_tok / tr_s
         StageStore("throughput").put(stable_hash({"model": self.model_id, "machine": platform.node()}, 24),
                                      {"rates": rates, "model": self.model_id})
@@ -519,7 +530,7 @@ class Experiment:
             if ids is not None and thit:
                 tkey = self.train_key(cell, ids)
                 subj = self.subject(cell, ids, tkey)
-                ehit = sum(self.evals.get(evaluation_key(cfg, s, subject=subj)) is not None for s in cfg.suites)
+                ehit = sum(self.evals.get(evaluation_key(cfg, s, subject=subj, embedder_id=self.embedder_id)) is not None for s in cfg.suites)
             inf = 0.0 if shit else SELECTION_PASSES.get(cell.method, 1.0) * pool_tokens
             tr = 0.0 if thit else cell.budget_n * mean_tok * self._epochs(cell)
             inf += sum(self._suite_tokens(s) for s in cfg.suites[ehit:]) if ehit < len(cfg.suites) else 0.0
@@ -573,6 +584,19 @@ class Experiment:
         return count_params(model)
 
 
+def _quiet_libraries() -> None:
+    """The cell bar is the run's progress display: no per-model loading bars, no per-step trainer logs."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
 def _loaded(backend: Any) -> bool:
     return backend is not None and not isinstance(backend, str)
 
@@ -589,7 +613,7 @@ def _cpu_name() -> str:
 
 
 def run_experiment(config_path: str, out_dir: str, *, tiny: bool = False, dry_run: bool = False, quiet: bool = False,
-                   executor: str | None = None, command: str = "",
+                   executor: str | None = None, command: str = "", embedder: Any = None,
                    on_cell: Callable[[Cell, dict[str, Any]], None] | None = None) -> tuple[Experiment, Any]:
     """Validate, then either print the plan (``dry_run``) or run the grid. Returns (experiment, results or plan)."""
     from .config import EXECUTORS, read_config
@@ -599,7 +623,7 @@ def run_experiment(config_path: str, out_dir: str, *, tiny: bool = False, dry_ru
         if executor not in EXECUTORS:
             raise ConfigError(f"--executor: unknown executor '{executor}' (known: {', '.join(EXECUTORS)})")
         cfg.executor = executor
-    exp = Experiment(cfg, out_dir, quiet=quiet, command=command)
+    exp = Experiment(cfg, out_dir, quiet=quiet, command=command, embedder=embedder)
     if dry_run:
         return exp, exp.plan_text()
     return exp, exp.run(on_cell=on_cell)
