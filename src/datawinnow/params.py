@@ -4,7 +4,8 @@ A parameter's type is declared by the class (``param_types``) or read from its d
 ``int``, ``float`` or ``str`` (a default of ``"auto"`` takes a text or a number, as ``block_size=auto``
 and ``block_size=64`` do; the method checks its choices); a default of None takes anything. Values from the command line arrive
 as text (:class:`ParamText`) and are parsed by that type; values from Python are checked and
-converted where nothing is lost (``1`` for a float, ``"3"`` for an int). Anything else is a
+converted where nothing is lost (``"3"`` or ``3.0`` for an int; a number parameter keeps an integer
+as one, since some mean "a fraction or a count"). Anything else is a
 :class:`ConfigError` naming the parameter, the expected type and the value.
 """
 
@@ -110,12 +111,12 @@ def coerce(value: Any, kind: str) -> Any:
         if isinstance(value, int):
             return int(value)
         raise ValueError
-    if kind == "float":
+    if kind == "float":  # an integer stays one: some numbers are "a fraction or a count" (less's warmup_size)
         if isinstance(value, str):
             value = _number(value.strip())
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError
-        return float(value)
+        return value
     if kind == "auto":
         if text is not None:
             number = _number(text.strip())
