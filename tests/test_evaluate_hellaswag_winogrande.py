@@ -43,7 +43,8 @@ def test_hellaswag_query_by_hand():
     # a WikiHow row: empty ctx_b leaves a trailing space, which the strip removes; " [title]" -> ". "
     row = {"activity_label": "Personal Care and Style", "ctx_b": "",
            "ctx_a": "[header] How to do a french manicure [title] Prepare your nails. [step] Start clean."}
-    assert hellaswag.query(row) == "Personal Care and Style: How to do a french manicure. Prepare your nails. Start clean."
+    assert hellaswag.query(row) == ("Personal Care and Style: How to do a french manicure. Prepare your nails. "
+                                    "Start clean.")
 
 
 def test_hellaswag_bundled_items():
@@ -109,9 +110,11 @@ def _reference_logliks(model_dir, requests):
 
 HS_ROWS = [
     {"activity_label": "Making a sandwich", "ctx_a": "A man puts bread on a plate.", "ctx_b": "he",
-     "endings": ["adds cheese and ham.", "flies to the moon [title] and back.", "eats.", "writes a long letter to the bank."]},
-    {"activity_label": "Personal Care and Style", "ctx_a": "[header] How to wash hair [title] Wet your hair. [step] Use warm water.",
-     "ctx_b": "", "endings": ["[substeps] Apply a small amount of shampoo.", "Dry it.", "Buy a new car today.", "Sing."]},
+     "endings": ["adds cheese and ham.", "flies to the moon [title] and back.", "eats.",
+                 "writes a long letter to the bank."]},
+    {"activity_label": "Personal Care and Style", "ctx_b": "",
+     "ctx_a": "[header] How to wash hair [title] Wet your hair. [step] Use warm water.",
+     "endings": ["[substeps] Apply a small amount of shampoo.", "Dry it.", "Buy a new car today.", "Sing."]},
     {"activity_label": "Running", "ctx_a": "A woman ties her shoes.", "ctx_b": "She",
      "endings": ["runs down the road.", "is.", "cooks dinner for the whole family tonight.", "reads a book."]},
     {"activity_label": "Painting", "ctx_a": "The kids open the paint cans.", "ctx_b": "they",
@@ -121,7 +124,8 @@ HS_LABELS = [1, 0, 1, 0]
 
 
 def test_hellaswag_golden(tiny_lm, tiny_model_dir):
-    rows = [{**r, "label": str(lab), "source_id": "test~1", "split_type": "indomain"} for r, lab in zip(HS_ROWS, HS_LABELS)]
+    rows = [{**r, "label": str(lab), "source_id": "test~1", "split_type": "indomain"}
+            for r, lab in zip(HS_ROWS, HS_LABELS)]
     items = Dataset([hellaswag.item_from_row(r, k) for k, r in enumerate(rows)])
     # the reference: query and " " + ending written out here, from the rows, not from the module's records
     queries = ["Making a sandwich: A man puts bread on a plate. He",
@@ -149,10 +153,12 @@ def test_hellaswag_golden(tiny_lm, tiny_model_dir):
 
 
 WG_ROWS = [
-    {"sentence": "The trophy did not fit in the suitcase because the _ was too big.", "option1": "trophy", "option2": "suitcase"},
+    {"sentence": "The trophy did not fit in the suitcase because the _ was too big.",
+     "option1": "trophy", "option2": "suitcase"},
     {"sentence": "Anna helped Maria because _ had more free time that week.", "option1": "Anna", "option2": "Maria"},
     {"sentence": "The cat chased the dog until the _ got tired and lay down.", "option1": "cat", "option2": "dog"},
-    {"sentence": "He poured the water from the bottle into the cup until the _ was full.", "option1": "bottle", "option2": "cup"},
+    {"sentence": "He poured the water from the bottle into the cup until the _ was full.",
+     "option1": "bottle", "option2": "cup"},
 ]
 
 
