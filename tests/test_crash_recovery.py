@@ -132,6 +132,11 @@ def test_train_killed_and_resumed(tmp_path, tiny_model_dir):
     assert sorted(after) == list(range(1, 41))
     assert {s: after[s] for s in after if s <= max(complete)} == {s: before[s] for s in before if s <= max(complete)}
     assert checkpoints.checkpoints(out) == [] and not (out / checkpoints.RESUME_FILE).exists()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    assert {"adapter_model.safetensors", "datawinnow_train.json", "data_manifest.json"} <= set(modes)
+    assert {n: m for n, m in modes.items() if m != 0o666 & ~umask} == {}  # the umask, not mkstemp's 0600
 
     whole = tmp_path / "whole"
     ref = subprocess.run(argv(whole), env=_env(tmp_path / "cache2"), capture_output=True, text=True, timeout=600)

@@ -62,6 +62,20 @@ def mkstemp_umask(*, prefix: str, suffix: str, dir: str | os.PathLike) -> tuple[
     return fd, tmp
 
 
+def honour_umask(folder: str | os.PathLike) -> None:
+    """Give every regular file under ``folder`` the mode a new file gets from the umask.
+
+    For folders written by libraries that create files 0600 (``safetensors`` does, for model and
+    adapter weights), so that an adapter or model copy is as readable as any other output.
+    """
+    mode = 0o666 & ~current_umask()
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path = Path(path)

@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..cache import cache_root
+from ..cache import cache_root, honour_umask
 from ..errors import ConfigError
 
 EMBEDDED_LM = "smollm2"
@@ -78,6 +78,7 @@ def smollm2_dense_dir() -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    honour_umask(tmp)  # safetensors writes the weights 0600
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, target)

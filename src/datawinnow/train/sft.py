@@ -37,7 +37,7 @@ import torch
 
 from ..backends.causal_lm import CausalLM
 from ..backends.device import dtype_name, pick_device, pick_dtype
-from ..cache import atomic_write_json
+from ..cache import atomic_write_json, honour_umask
 from ..data.record import Dataset
 from ..errors import ConfigError, MissingDependencyError
 from . import checkpoints
@@ -313,6 +313,7 @@ def run_sft(
         manifest = manifest()
     trainer.model.save_pretrained(str(out), save_embedding_layers=False)
     lm.tokenizer.save_pretrained(str(out))
+    honour_umask(out)  # safetensors writes the weights 0600
     seen = manifest.get("ids") if manifest and "ids" in manifest else records.ids
     man = {"source": records.path, "format": records.format, "fingerprint": records.fingerprint(),
            "n": len(records), **(manifest or {}), "ids": seen}
