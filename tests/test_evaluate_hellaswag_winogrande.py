@@ -205,6 +205,12 @@ def test_suites_limit_and_contamination_filter(tiny_lm):
     assert h["info"]["contaminated_items"] == ["hellaswag-1"] and res["contamination"]["n_contaminated"] == 1
     assert [r["id"] for r in w["items"]] == [f"winogrande-{k}" for k in range(4)]
     assert set(h["summary"]) >= {"acc", "acc_norm", "by_source", "by_split_type"} and w["summary"]["n"] == 4
+    # experiment configs may name both: their per-item primary scores (acc_norm, acc) average to the summary
+    from datawinnow.experiments.cells import extract_scores
+
+    for name, res_, metric in (("hellaswag", h, "acc_norm"), ("winogrande", w, "acc")):
+        scores = extract_scores(name, res_)
+        assert np.mean([i["score"] for i in scores["items"]]) == pytest.approx(res_["summary"][metric])
 
 
 def test_cli_runs_both_suites(tiny_model_dir, tmp_path, capsys):

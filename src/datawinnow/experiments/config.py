@@ -31,8 +31,11 @@ PRIMARY_METRICS: dict[str, tuple[str, str, float]] = {
     "arc_easy": ("acc", "correct", 1.0),
     "arc_challenge": ("acc", "correct", 1.0),
     "mmlu": ("acc", "correct", 1.0),
+    "hellaswag": ("acc_norm", "correct_norm", 1.0),
+    "winogrande": ("acc", "correct", 1.0),
 }
-MODEL_ONLY_SUITES = ("arc_easy", "arc_challenge", "mmlu")  # multiple choice: no ICL examples applied
+# multiple choice: no ICL examples applied
+MODEL_ONLY_SUITES = ("arc_easy", "arc_challenge", "mmlu", "hellaswag", "winogrande")
 REFERENCE_SUITES = ("generation", "rubric", "winrate")  # the suites that read a data source with references
 
 TOP_KEYS = {"name", "description", "model", "embedder", "judge", "mode", "executor", "pool", "target", "existing",
