@@ -11,8 +11,10 @@ it), so no backend needs to know about it:
 
 FLOPs use the standard dense estimate: ``2 x N x tokens`` forward and ``4 x N x tokens`` backward
 (so a training token costs ``6 N``, three times a forward token), with ``N`` the parameter count of
-the model that processed the token (the sentence embedder counts with its own, smaller ``N``).
-Attention's quadratic term is left out, as in the usual ``6 N D`` estimate.
+the model that processed the token. The sentence embedder (sentence-transformers calls its model's
+``forward`` directly, past any hook) is wrapped instead: each ``encode`` counts its texts' tokens with
+the embedder's own tokenizer and ``N``. Attention's quadratic term is left out, as in the usual
+``6 N D`` estimate.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..backends.embedder import Embedder
 from ..scores.base import Context
 
 
@@ -111,10 +114,10 @@ class TokenMeter:
     def attach_lm(self, lm) -> None:
         self.attach(lm.model)
 
-    def attach_embedder(self, embedder) -> None:
-        model = getattr(embedder, "model", None)
-        if isinstance(model, torch.nn.Module):
-            self.attach(model)
+    def add_forward(self, tokens: int, n_params: int) -> None:
+        """Count tokens processed outside a hooked module (the sentence embedder)."""
+        self.fwd_tokens += tokens
+        self.flops += 2.0 * n_params * tokens
 
     def detach_all(self) -> None:
         for handle, _ in self._hooked.values():
@@ -127,6 +130,30 @@ class TokenMeter:
     def since(self, snap: tuple[float, int, int, float]) -> Cost:
         t0, f0, b0, fl0 = snap
         return Cost(time.perf_counter() - t0, self.fwd_tokens - f0, self.bwd_tokens - b0, self.flops - fl0)
+
+
+class MeteredEmbedder(Embedder):
+    """An embedder whose ``encode`` counts the tokens it embeds (sentence-transformers calls its model's
+    ``forward`` directly, past any hook): each text's tokens up to the model's max sequence length."""
+
+    def __init__(self, inner: Embedder, meter: TokenMeter):
+        self.inner, self.meter = inner, meter
+        self.model, self.identity = getattr(inner, "model", None), getattr(inner, "identity", type(inner).__name__)
+        self.n_params = count_params(self.model) if isinstance(self.model, torch.nn.Module) else 0
+        tok = getattr(self.model, "tokenizer", None)
+        self._tokenizer = tok if callable(tok) else None
+        self._max_len = int(getattr(self.model, "max_seq_length", 0) or 0) or None
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def encode(self, texts, *, batch_size: int = 32, progress: bool = False):
+        if self._tokenizer is not None and self.n_params and len(texts):
+            ids = self._tokenizer(list(texts), add_special_tokens=True, truncation=self._max_len is not None,
+                                  max_length=self._max_len)["input_ids"]
+            self.meter.add_forward(sum(len(x) for x in ids), self.n_params)
+        return self.inner.encode(texts, batch_size=batch_size, progress=progress)
 
 
 class MeteredContext(Context):
@@ -146,7 +173,8 @@ class MeteredContext(Context):
     @property
     def embedder(self):
         emb = Context.embedder.fget(self)
-        self.meter.attach_embedder(emb)
+        if not isinstance(emb, MeteredEmbedder):
+            emb = self._embedder = MeteredEmbedder(emb, self.meter)
         return emb
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -279,6 +280,7 @@ class Experiment:
         merged = res.info["trainer"].model.merge_and_unload()
         merged.save_pretrained(str(tmp))
         lm.tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(tmp / "adapter", ignore_errors=True)  # merged into the weights
         self.bases.commit(key, tmp, {"cost": self.meter.since(snap).as_dict(), "n": len(self.sources["existing"])})
 
     def select(self, cell: Cell) -> tuple[list[str], dict[str, Any]]:
