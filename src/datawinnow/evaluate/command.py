@@ -27,7 +27,8 @@ contaminated items are left out unless --allow-contaminated.
 examples:
   datawinnow evaluate --suite arc_easy --suite ifeval --limit 50 --out base.json
   datawinnow evaluate --adapter runs/ifd-10pct --suite generation --suite winrate --judge local --out ifd.json
-  datawinnow evaluate --icl subset.jsonl --suite generation --limit 100 --out icl.json"""
+  datawinnow evaluate --icl subset.jsonl --suite generation --limit 100 --out icl.json
+  datawinnow evaluate --suite ifeval --generate-url http://localhost:8000/v1 --generate-model served-name --out v.json"""
 
 
 def add_parser(sub, formatter, add_model_options: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
@@ -62,6 +63,9 @@ def add_parser(sub, formatter, add_model_options: Callable[[argparse.ArgumentPar
                    help="new tokens per answer (default: 256; 1024 for ifeval)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (repeatable)")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature > 0)")
+    from ..backends.generator_remote import add_generate_options
+
+    add_generate_options(p, "answers of the generation, rubric, winrate and ifeval suites")
     g = p.add_argument_group("judge suites (rubric, winrate)")
     g.add_argument("--rubric-no-reference", action="store_true", help="do not show the reference answer to the rubric judge")
     g.add_argument("--judge-text", action="store_true",
@@ -93,6 +97,7 @@ def _list_suites() -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..backends import judge as judge_backend
+    from ..backends.generator_remote import generator_from_args
     from ..data import load, load_column_map
     from ..data.prompts import system_from_cli
     from ..scores.base import Context
@@ -132,6 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         train.append(subset)
     data = load(args.data, column_map=columns) if args.data else None
     gen = GenerationParams(temperature=args.temperature, top_p=args.top_p, seed=args.seed).validate()
+    generator = generator_from_args(args, ctx.system)  # None: the local model answers
     options: dict[str, Any] = {
         "model": model, "adapter": adapter, "rubric_reference": not args.rubric_no_reference,
         "judge_probs": not args.judge_text, "mc_template": args.mc_template, "lm_eval_tasks": args.lm_eval_task,
@@ -140,9 +146,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     session = EvalSession(ctx, gen=gen, max_new_tokens=args.max_new_tokens, data=data,
                           judge_loader=lambda: _judge(judge_backend, args), icl=icl, limit=args.limit,
-                          options=options)
+                          generator=generator, options=options)
     meta = {"model": model, "adapter": adapter, "icl": args.icl and {"subset": args.icl, "k": args.icl_k},
-            "data": args.data, "train": [d.path for d in train]}
+            "data": args.data, "train": [d.path for d in train],
+            "generator": generator.identity if generator is not None else None}
     t0 = time.perf_counter()
     results = evaluate(args.suite, session, train=train, allow_contaminated=args.allow_contaminated,
                        ngram=args.ngram, jaccard=args.jaccard, meta=meta)

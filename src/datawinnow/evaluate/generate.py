@@ -4,6 +4,11 @@ Generations are stored like scores (:func:`datawinnow.scores.base.run_cached`): 
 (model identity, generation parameters, prompt recipe), one row per item with the answer text, so a
 second suite over the same items (ROUGE, then the judge rubric, then the win rate) reuses them and a
 killed run resumes where it stopped.
+
+Answers come from the local model (:func:`generate_cached`: prompts rendered with its chat template,
+length-sorted batches) or from an OpenAI-compatible server (:func:`generate_remote_cached`: each
+item's conversation sent as chat messages, ``concurrency`` requests in flight, retries); the server's
+identity (URL and served model name) keys the cache then.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any, Callable, Sequence
 from ..backends.decoding import DECODE_RULE
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
-from ..scores.base import Context, run_cached
+from ..scores.base import Context, run_cached, sequential_plan
 
 
 @dataclass(frozen=True)
@@ -72,3 +77,62 @@ def generate_cached(lm, items: Dataset, *, params: GenerationParams, ctx: Contex
     rows, info = run_cached(items, scorer="generate", params=key, identity=lm.identity, compute=compute,
                             plan=plan, ctx=ctx)
     return [row["text"] for row in rows], info
+
+
+def generate_remote_cached(generator, items: Dataset, *, params: GenerationParams, ctx: Context,
+                           messages_fn: Callable[[Record], list[dict[str, str]]] | None = None,
+                           recipe: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any]]:
+    """One answer per item (in order) from a :class:`~datawinnow.backends.generator_remote.RemoteGenerator`.
+
+    ``messages_fn`` builds an item's conversation (default: the record's own, without its answer);
+    ``recipe`` names what it depends on besides the item, as for :func:`generate_cached`. Every request
+    carries ``params.seed``. Items go out in batches of 4 x concurrency (at least the context's batch
+    size), each stored when it finishes.
+    """
+    params.validate()
+    build = messages_fn or (lambda r: r.chat(with_response=False))
+
+    def compute(batch: list[Record]) -> list[dict[str, Any]]:
+        texts = generator.answer([build(r) for r in batch], max_new_tokens=params.max_new_tokens,
+                                 temperature=params.temperature, top_p=params.top_p, seeds=params.seed)
+        return [{"text": t} for t in texts]
+
+    key = {**params.as_dict(), "recipe": recipe or {"prompt": "chat"}, "system": generator.system}
+    per_batch = max(ctx.batch_size, 4 * generator.concurrency)
+    rows, info = run_cached(items, scorer="generate", params=key, identity=generator.identity, compute=compute,
+                            plan=sequential_plan(per_batch), ctx=ctx)
+    return [row["text"] for row in rows], info
+
+
+class PromptTokenizer:
+    """A model's tokenizer and prompt renderer without its weights: what counting prompt tokens needs
+    (the ICL prompt budget) when a server, not the local model, generates."""
+
+    def __init__(self, tokenizer, system: str | None = None):
+        from ..data.prompts import PromptRenderer
+
+        self.tokenizer = tokenizer
+        self.renderer = PromptRenderer(tokenizer, system)
+
+    @classmethod
+    def load(cls, name: str | None, system: str | None = None) -> "PromptTokenizer":
+        """The tokenizer of ``name`` (``smollm2``/None: the embedded model; a folder; a hub id; ``+ADAPTER`` ignored)."""
+        import os
+
+        from transformers import AutoTokenizer
+
+        from ..backends.embedded import LM_ALIASES, set_offline, smollm2_dense_dir
+
+        base = name.split("+", 1)[0] if name else name
+        if base in LM_ALIASES:
+            set_offline()
+            path, local = str(smollm2_dense_dir()), True
+        else:
+            path, local = str(base), os.path.isdir(str(base))
+        try:
+            return cls(AutoTokenizer.from_pretrained(path, local_files_only=local), system)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load the tokenizer of '{name}': {e}") from None
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]

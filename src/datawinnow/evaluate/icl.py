@@ -66,6 +66,15 @@ class ICLExamples:
 
     def prompts(self, lm, queries: Sequence[Record]) -> list[tuple[str, list[str]]]:
         """(prompt text, ids of the examples used) per query, fitted into ``max_tokens``."""
+        return [(text, ids) for text, _, ids in self._fitted(lm, queries)]
+
+    def conversations(self, lm, queries: Sequence[Record]) -> list[tuple[list[dict[str, str]], list[str]]]:
+        """(chat messages, ids of the examples used) per query: the same examples as :meth:`prompts`, as the
+        user turn to send to a chat endpoint. ``lm`` only counts tokens (a model or a
+        :class:`~datawinnow.evaluate.generate.PromptTokenizer`)."""
+        return [(msgs, ids) for _, msgs, ids in self._fitted(lm, queries)]
+
+    def _fitted(self, lm, queries: Sequence[Record]) -> list[tuple[str, list[dict[str, str]], list[str]]]:
         out = []
         for query, idx in zip(queries, self.neighbours(queries)):
             examples = [self.subset[i] for i in idx]
@@ -75,7 +84,7 @@ class ICLExamples:
                 if not examples or len(lm.encode(text)) <= self.max_tokens:
                     break
                 examples = examples[:-1]
-            out.append((text, [e.id for e in examples]))
+            out.append((text, msgs, [e.id for e in examples]))
         return out
 
     def key(self) -> str:

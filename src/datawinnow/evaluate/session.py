@@ -11,7 +11,7 @@ from ..cache import stable_hash
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
 from ..scores.base import Context, run_cached, sequential_plan
-from .generate import GenerationParams, chat_prompt, generate_cached
+from .generate import GenerationParams, PromptTokenizer, chat_prompt, generate_cached, generate_remote_cached
 
 DEFAULT_DATA = "bundled:alpaca_eval_gpt4_baseline"
 
@@ -22,13 +22,17 @@ class EvalSession:
     ``ctx`` loads the model (with ``+ADAPTER``) and the embedder; ``judge_loader`` builds the judge on
     first use (a judge object may be passed directly as ``judge``); ``icl`` is an
     :class:`~datawinnow.evaluate.icl.ICLExamples` or None; ``max_new_tokens`` None lets each suite
-    use its own default.
+    use its own default. ``generator``: a
+    :class:`~datawinnow.backends.generator_remote.RemoteGenerator` that answers instead of the local
+    model (the generation, rubric, winrate and ifeval suites); the local model is then loaded only by
+    suites that score log-likelihoods, and ICL prompts count their tokens with the tokenizer of
+    ``options["model"]`` alone.
     """
 
     def __init__(self, ctx: Context, *, gen: GenerationParams | None = None, max_new_tokens: int | None = None,
                  data: str | Dataset | None = None, judge: Any = None,
                  judge_loader: Callable[[], Any] | None = None, icl: Any = None, limit: int | None = None,
-                 options: dict[str, Any] | None = None):
+                 options: dict[str, Any] | None = None, generator: Any = None):
         self.ctx = ctx
         self.gen = gen or GenerationParams(seed=ctx.seed)
         self.max_new_tokens = max_new_tokens
@@ -39,7 +43,9 @@ class EvalSession:
             raise ConfigError(f"evaluate: --limit must be >= 1, got {limit}")
         self.limit = limit
         self.options = options or {}
+        self.generator = generator
         self._reference: Dataset | None = None
+        self._tokens: Any = None
 
     # ------------------------------------------------------------------ backends
     @property
@@ -83,8 +89,12 @@ class EvalSession:
     def generate(self, items: Dataset, *, default_max_new_tokens: int = 256) -> tuple[list[str], list[list[str]] | None,
                                                                                       dict[str, Any]]:
         """(answers, ICL example ids per item or None, info) for ``items``; cached."""
-        lm = self.lm
         params = self.params_for(default_max_new_tokens)
+        if self.generator is not None:
+            texts, examples, info = self._generate_remote(items, params)
+            return texts, examples, {**info, "generation": params.as_dict(), "generator": self.generator.identity,
+                                     "generation_key": self.generation_key(params)}
+        lm = self.lm
         if self.icl is None:
             texts, info = generate_cached(lm, items, params=params, ctx=self.ctx)
             examples = None
@@ -97,8 +107,23 @@ class EvalSession:
                 "generation_key": self.generation_key(params)}
         return texts, examples, info
 
+    def _generate_remote(self, items: Dataset, params: GenerationParams):
+        if self.icl is None:
+            texts, info = generate_remote_cached(self.generator, items, params=params, ctx=self.ctx)
+            return texts, None, info
+        if self._tokens is None:  # the ICL prompt budget is counted in the model's tokens
+            self._tokens = (self.ctx.model if self.ctx.model_loaded
+                            else PromptTokenizer.load(self.options.get("model"), self.ctx.system))
+        built = dict(zip(items.ids, self.icl.conversations(self._tokens, list(items))))
+        texts, info = generate_remote_cached(self.generator, items, params=params, ctx=self.ctx,
+                                             messages_fn=lambda r: built[r.id][0], recipe=self.icl.identity)
+        return texts, [built[i][1] for i in items.ids], info
+
     def generation_key(self, params: GenerationParams) -> str:
         recipe = self.icl.identity if self.icl is not None else {"prompt": "chat"}
+        if self.generator is not None:  # answers decoded by the server
+            return stable_hash({"model": self.generator.identity, "gen": params.as_dict(), "recipe": recipe,
+                                "system": self.generator.system})
         return stable_hash({"model": self.lm.identity, "gen": params.as_dict(), "recipe": recipe,
                             "system": self.lm.renderer.system, "decode": DECODE_RULE})
 

@@ -149,11 +149,15 @@ def add_delia_parser(sub, formatter) -> None:
     b.add_argument("--columns", default=None, help="column map (JSON file or inline JSON)")
     b.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ..backends.generator_remote import add_generate_options
+
+    add_generate_options(b, "the answers, instead of --model; --system applies to the messages sent")
     b.set_defaults(func=cmd_delia_build_cache)
 
 
 def cmd_delia_build_cache(args: argparse.Namespace) -> int:
     from ..backends.causal_lm import CausalLM
+    from ..backends.generator_remote import generator_from_args
     from ..data import load
     from ..data.prompts import system_from_cli
     from .delia import build_cache
@@ -163,11 +167,15 @@ def cmd_delia_build_cache(args: argparse.Namespace) -> int:
     queries = load(args.queries, column_map=args.columns)
     if args.limit is not None:
         queries = queries[:args.limit]
-    lm = CausalLM.load(args.model, device=args.device, dtype=args.dtype, system=system_from_cli(args.system),
-                       adapter=args.adapter)
+    generator = generator_from_args(args, system_from_cli(args.system))
+    lm = None
+    if generator is None:  # the local model answers
+        lm = CausalLM.load(args.model, device=args.device, dtype=args.dtype, system=system_from_cli(args.system),
+                           adapter=args.adapter)
     t0 = time.perf_counter()
     info = build_cache(queries, lm, args.out, batch_size=args.batch_size, temperature=args.temperature,
-                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, progress=not args.quiet)
+                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, progress=not args.quiet,
+                       generator=generator)
     print(f"delia cache: {info['written']} answers ({info['generated']} generated, {info['resumed']} resumed, "
           f"{info['empty']} empty) in {time.perf_counter() - t0:.1f} s -> {args.out}", file=sys.stdout)
     return 0

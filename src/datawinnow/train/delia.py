@@ -5,7 +5,8 @@
   (DELIA's format). Resumable: each finished batch is appended and fsynced; a rerun skips the ids
   already written (a half-written last line from a killed run is dropped). Batches are planned over
   all queries and each is sampled with a seed derived from its ids, so a resumed run writes what an
-  uninterrupted one would (same queries, batch size and seed). When
+  uninterrupted one would (same queries, batch size and seed). An OpenAI-compatible server can answer
+  instead of the local model (``generator``; per-query seeds). When
   every query is answered the file is rewritten, atomically, in query order.
 - :func:`mix_cache`: the downstream data plus int(len(downstream) x diverse_ratio) cache samples
   (drawn with ``random.Random(seed)``; the whole cache if it is smaller), shuffled together with the
@@ -65,8 +66,14 @@ def _read_done(path: Path) -> dict[str, str]:
 
 
 def build_cache(queries: Dataset, lm, out: str | os.PathLike, *, batch_size: int = 8, temperature: float = 0.7,
-                top_p: float = 0.95, max_new_tokens: int = 512, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Answer every query with ``lm`` and write ``{"id", "messages"}`` JSONL to ``out`` (resumable)."""
+                top_p: float = 0.95, max_new_tokens: int = 512, seed: int = 0, progress: bool = True,
+                generator=None) -> dict[str, Any]:
+    """Answer every query with ``lm`` and write ``{"id", "messages"}`` JSONL to ``out`` (resumable).
+
+    ``generator``: a :class:`~datawinnow.backends.generator_remote.RemoteGenerator` (an OpenAI-compatible
+    server) answers instead (``lm`` may then be None): batches of ``batch_size`` queries in order, each
+    query sampled with its own seed derived from ``seed`` and its id, so answers do not depend on batching.
+    """
     from ..scores.base import progress_bar
 
     if batch_size < 1 or max_new_tokens < 1:
@@ -79,17 +86,26 @@ def build_cache(queries: Dataset, lm, out: str | os.PathLike, *, batch_size: int
     # Batches are planned over *all* queries (same queries, batch size and seed: same batches and seeds),
     # so a resumed run generates exactly what an uninterrupted one would; finished batches are skipped.
     records = list(queries)
-    prompts = {r.id: lm.renderer.prompt_for_messages(_query_messages(r)) for r in records}
-    plan = length_sorted_batches([len(lm.encode(prompts[r.id])) for r in records], batch_size)
+    if generator is None:
+        prompts = {r.id: lm.renderer.prompt_for_messages(_query_messages(r)) for r in records}
+        plan = length_sorted_batches([len(lm.encode(prompts[r.id])) for r in records], batch_size)
+    else:  # the server batches for itself
+        plan = [list(range(k, min(k + batch_size, len(records)))) for k in range(0, len(records), batch_size)]
     todo = [idx for idx in plan if any(records[i].id not in done for i in idx)]
     n_todo = sum(1 for idx in todo for i in idx if records[i].id not in done)
     bar = progress_bar(n_todo, "delia cache", progress, unit="query")
     try:
         for idx in todo:
             batch = [records[i] for i in idx]
-            batch_seed = seed + int(stable_hash([r.id for r in batch], 8), 16) % (2 ** 31)
-            answers = lm.generate([prompts[r.id] for r in batch], max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, seed=batch_seed)
+            if generator is None:
+                batch_seed = seed + int(stable_hash([r.id for r in batch], 8), 16) % (2 ** 31)
+                answers = lm.generate([prompts[r.id] for r in batch], max_new_tokens=max_new_tokens,
+                                      temperature=temperature, top_p=top_p, seed=batch_seed)
+            else:  # per-query seeds: a query already written needs no request
+                batch = [r for r in batch if r.id not in done]
+                answers = generator.answer([_query_messages(r) for r in batch], max_new_tokens=max_new_tokens,
+                                           temperature=temperature, top_p=top_p,
+                                           seeds=[seed + int(stable_hash(r.id, 8), 16) % (2 ** 31) for r in batch])
             lines = []
             for r, a in zip(batch, answers):
                 if r.id in done:
