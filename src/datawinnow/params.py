@@ -124,10 +124,10 @@ def coerce(value: Any, kind: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError
         return value
-    if kind == "str":
-        if isinstance(value, str):
-            return str(value)
-        raise ValueError
+    if kind == "str":  # from Python a text parameter may also take a number or a list (less's checkpoints=2,
+        if isinstance(value, bool):  # selectit's weights=[1, 3]); the method checks its choices
+            raise ValueError
+        return str(value) if isinstance(value, str) else value
     return parse_value(text) if text is not None else value  # "any"
 
 
