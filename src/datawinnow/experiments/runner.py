@@ -4,6 +4,7 @@ killed run continues where it stopped. :func:`plan_text` is the dry run."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -402,10 +403,13 @@ class Experiment:
     # --------------------------------------------------------------------------------------- run
     def run(self, *, on_cell: Callable[[Cell, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run (or resume) every cell; returns the results dict also written to RUN_DIR/results.json."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with _cell_display():
+            return self._run(on_cell)
+
+    def _run(self, on_cell) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        _quiet_libraries()
         self.ensure_base()
         cells = self.cells()
         results = self._results_header()
@@ -586,17 +590,28 @@ class Experiment:
         return count_params(model)
 
 
-def _quiet_libraries() -> None:
-    """The cell bar is the run's progress display: no per-model loading bars, no per-step trainer logs."""
-    import warnings
+INNER_LOGGERS = ("datawinnow.scores", "datawinnow.select", "datawinnow.kernels", "datawinnow.train",
+                 "datawinnow.evaluate", "datawinnow.backends", "datawinnow.data")
 
-    import datasets
-    import transformers
 
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
+@contextlib.contextmanager
+def _cell_display():
+    """The cell bar is the run's progress display: the libraries' bars and logs and the per-stage INFO lines
+    of datawinnow's own layers (scored N samples, trained N steps) are held back; warnings still show."""
+    import logging
+
+    from ..logs import silence_libraries
+
+    silence_libraries()
+    loggers = [logging.getLogger(name) for name in INNER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _loaded(backend: Any) -> bool:
