@@ -46,7 +46,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
     g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no information lines, and none of the ML libraries' loading bars and "
+                        "warnings (errors and datawinnow's own warnings still show)")
 
 
 def _add_judge_options(p: argparse.ArgumentParser) -> None:

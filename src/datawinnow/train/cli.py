@@ -65,7 +65,8 @@ def add_train_parser(sub, formatter) -> None:
                         "crash resumes from the last one (0: no checkpoints; iterit and token-loss reports never resume)")
     g.add_argument("--no-resume", action="store_true", help="discard checkpoints left in --out and start over")
     g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no information lines, and none of the ML libraries' loading bars and warnings")
     g = p.add_argument_group("iterit (--method iterit)")
     g.add_argument("--ratio", type=float, default=d.ratio, help="fraction of the pool trained on each epoch")
     g.add_argument("--update-ratio", type=float, default=d.update_ratio,
