@@ -214,3 +214,25 @@ def test_token_meter_counts_new_tokens_and_training(tiny_lm):
     snap = meter.snapshot()
     tiny_lm.response_logprobs(pairs)
     assert meter.since(snap).fwd_tokens == 0
+
+
+def test_shared_scores_within_a_selection_group(tmp_path, tiny_model_dir):
+    ev = tmp_path / "eval.jsonl"
+    write(load("bundled:alpaca_eval_gpt4_baseline")[:2], str(ev))
+    cfg = _config(tmp_path, tiny_model_dir, mode="icl", methods=["ifd"], full=False, zero_shot=False,
+                  selection={"score_cache": True},
+                  suites=[{"name": "generation", "data": str(ev), "max_new_tokens": 2}])
+    exp, res = run_experiment(cfg, str(tmp_path / "run"), quiet=True, embedder=KeywordEmbedder())
+    cells = {c["key"]: c for c in res["cells"]}
+    first, second = cells["ifd/b=0.25/s=0"]["cost"]["selection"], cells["ifd/b=0.5/s=0"]["cost"]["selection"]
+    assert first["fwd_tokens"] > 0
+    # the second budget reuses the first one's scores (measured: no forward pass) and reports the group's cost
+    stored = [json.loads(p.read_text()) for p in (exp.selections.dir).glob("*.json")]
+    measured = {s["budget_n"]: s["measured"]["fwd_tokens"] for s in stored if s["method"] == "ifd"}
+    assert measured == {2: first["fwd_tokens"], 4: 0}
+    assert second["fwd_tokens"] == first["fwd_tokens"]
+    # the scores live in the group's private cache, not in the shared score store
+    from datawinnow.cache import cache_root
+
+    assert not (cache_root() / "scores").exists() or not any((cache_root() / "scores").glob("ifd-*"))
+    assert any((cache_root() / "experiments" / "selection-caches").glob("*/scores/ifd-*"))

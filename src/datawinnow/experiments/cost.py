@@ -198,7 +198,7 @@ SELECTION_PASSES: dict[str, float] = {
     "delift-se": 0.0, "delift-se-task": 0.0, "delift-se-continual": 0.0,
 }
 # tokens/s used when nothing has been measured on this machine yet (SmolLM2-135M on a 2-core CPU, bf16)
-ASSUMED_RATES = {"forward": 1500.0, "train": 150.0, "generate": 25.0}
+ASSUMED_RATES = {"inference": 1500.0, "train": 150.0}
 
 
 def human_flops(x: float) -> str:

@@ -53,6 +53,7 @@ class Experiment:
         self.stats = CacheStats()
         self.meter = TokenMeter()
         self.selections, self.evals = StageStore("selections"), StageStore("evals")
+        self.groups = StageStore("selection-groups")
         self.adapters, self.bases = AdapterStore("adapters"), AdapterStore("bases")
         self._tokenizer = None
         self._ctx: MeteredContext | None = None
@@ -299,13 +300,35 @@ class Experiment:
 
         ctx = self.ctx
         ctx.seed = cell.seed
+        group = self.group_key(cell)
+        first = None
+        if self.cfg.selection["score_cache"]:
+            first = self.groups.get(group)
+            if first is None:  # the group's first selection starts from an empty private cache
+                shutil.rmtree(self.group_cache(group), ignore_errors=True)
         snap = self.meter.snapshot()
-        sel = METHODS.get(cell.method)(**cell.params).run(self.pool, cell.budget_n, ctx)
-        cost = self.meter.since(snap).as_dict()
+        with (private_cache(self.group_cache(group)) if self.cfg.selection["score_cache"]
+              else contextlib.nullcontext()):
+            sel = METHODS.get(cell.method)(**cell.params).run(self.pool, cell.budget_n, ctx)
+        measured = self.meter.since(snap)
         self._share_embedder(ctx)
-        self.selections.put(key, {"selected_ids": list(sel.selected), "cost": cost, "method": cell.method,
-                                  "params": sel.params, "budget_n": cell.budget_n, "seed": cell.seed})
+        if self.cfg.selection["score_cache"] and first is None:
+            self.groups.put(group, {"cost": measured.as_dict(), "first_budget_n": cell.budget_n})
+        # with shared scores, a later budget reports the group's from-scratch cost plus its own extra work
+        cost = (measured if first is None else Cost.from_dict(first["cost"]) + measured).as_dict()
+        self.selections.put(key, {"selected_ids": list(sel.selected), "cost": cost, "measured": measured.as_dict(),
+                                  "method": cell.method, "params": sel.params, "budget_n": cell.budget_n,
+                                  "seed": cell.seed})
         return list(sel.selected), cost
+
+    def group_key(self, cell: Cell) -> str:
+        """A selection group: one method with its parameters and seed on this pool, all budgets."""
+        return selection_key(self.cfg, method=cell.method, params=cell.params, budget_n=-1, seed=cell.seed,
+                             pool_fp=self.pool_fp, model_id=self.model_id, sources_fp=self.sources_fp,
+                             embedder_id=self.embedder_id)
+
+    def group_cache(self, group: str) -> Path:
+        return experiments_root() / "selection-caches" / group
 
     def train(self, cell: Cell, ids: list[str]) -> tuple[str | None, dict[str, Any]]:
         key = self.train_key(cell, ids)
@@ -500,7 +523,7 @@ class Experiment:
         cfg = self.cfg
         cells = self.cells()
         rates, measured = self._rates()
-        rates.setdefault("inference", ASSUMED_RATES["forward"])
+        rates = {**ASSUMED_RATES, **rates}
         n_params = self._estimate_params()
         tc_tokens = self.record_tokens(self.pool, self.cfg.model.max_length)
         mean_tok = sum(tc_tokens) / max(1, len(tc_tokens))
@@ -519,6 +542,7 @@ class Experiment:
         lines += [header, "-" * len(header)]
         tot_inf = tot_train = 0.0
         n_todo = 0
+        groups_paid: set[str] = set()
         for cell in cells:
             skey = self.sel_key(cell)
             shit = skey is None or self.selections.get(skey) is not None
@@ -538,6 +562,11 @@ class Experiment:
                 subj = self.subject(cell, ids, tkey)
                 ehit = sum(self.evals.get(evaluation_key(cfg, s, subject=subj, embedder_id=self.embedder_id)) is not None for s in cfg.suites)
             inf = 0.0 if shit else SELECTION_PASSES.get(cell.method, 1.0) * pool_tokens
+            if skey is not None and not shit and cfg.selection["score_cache"]:
+                group = self.group_key(cell)
+                if group in groups_paid or self.groups.get(group) is not None:
+                    inf = 0.0  # scores shared within the group: later budgets pay only their own greedy pass
+                groups_paid.add(group)
             tr = 0.0 if thit else cell.budget_n * mean_tok * self._epochs(cell)
             inf += sum(self._suite_tokens(s) for s in cfg.suites[ehit:]) if ehit < len(cfg.suites) else 0.0
             if not (shit and thit and ehit == len(cfg.suites)):
@@ -588,6 +617,30 @@ class Experiment:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(conf)
         return count_params(model)
+
+
+@contextlib.contextmanager
+def private_cache(root: Path):
+    """Point the datawinnow cache at ``root`` (score and kernel stores, LoRA warm-ups) for the duration,
+    with the embedded models shared through a link, so a selection group's caches start empty and are
+    seen by no other group."""
+    from ..cache import cache_root
+
+    real = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    (real / "models").mkdir(parents=True, exist_ok=True)
+    link = root / "models"
+    if not link.exists():
+        link.symlink_to((real / "models").resolve(), target_is_directory=True)
+    old = os.environ.get("DATAWINNOW_CACHE")
+    os.environ["DATAWINNOW_CACHE"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DATAWINNOW_CACHE", None)
+        else:
+            os.environ["DATAWINNOW_CACHE"] = old
 
 
 INNER_LOGGERS = ("datawinnow.scores", "datawinnow.select", "datawinnow.kernels", "datawinnow.train",
