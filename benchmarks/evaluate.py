@@ -9,6 +9,10 @@
     .venv/bin/python benchmarks/evaluate.py            # ~10-20 minutes on 2 shared, busy cores
     .venv/bin/python benchmarks/evaluate.py --quick    # ~2-4 minutes
     .venv/bin/python benchmarks/evaluate.py --parts contamination   # one part (mc, generation, contamination)
+    .venv/bin/python benchmarks/evaluate.py --model DIR --parts mc,generation   # any local model folder
+
+The model parts print achieved FLOP/s and the fraction of the peak measured in the same run
+(benchmarks/_common.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from _common import FlopCounter, add_model_options, describe_model, describe_peak, flops_line, load_lm  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,6 +35,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--parts", default="mc,generation,contamination",
                     help="comma-separated subset of mc, generation, contamination")
+    add_model_options(ap)
     args = ap.parse_args()
     cache = tempfile.mkdtemp(prefix="dw-bench-eval-")
     models = os.path.join(os.path.expanduser("~"), ".cache", "datawinnow", "models")
@@ -36,13 +43,11 @@ def main() -> None:
     os.symlink(models, os.path.join(cache, "models"))
     os.environ["DATAWINNOW_CACHE"] = cache  # fresh score cache: nothing is read back
 
-    from datawinnow.backends import CausalLM
-
     parts = set(args.parts.split(","))
     if parts & {"mc", "generation"}:
-        lm = CausalLM.load("smollm2", device="cpu", max_length=512)
-        print(f"model {lm.identity}, {lm.dtype} on {lm.device}, "
-              f"torch threads {__import__('torch').get_num_threads()}")
+        lm = load_lm(args, device="cpu", max_length=512)
+        print(f"model {lm.identity}: {describe_model(lm)}, torch threads {__import__('torch').get_num_threads()}")
+        args.peak = describe_peak(lm)
     if "mc" in parts:
         multiple_choice(lm, args)
     if "generation" in parts:
@@ -58,18 +63,22 @@ def multiple_choice(lm, args) -> None:
     n_mc = 8 if args.quick else 48
     items = load_task("arc_easy")[:n_mc]
     ctx = Context(model=lm, progress=False, batch_size=args.batch_size, use_cache=False)
-    t0 = time.perf_counter()
-    rows, _ = score_choices(lm, items, ctx=ctx)
-    fast = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    single = []
-    for r in items:
-        single.append([float(lm.response_logprobs([p])[0].sum()) for p in choice_pairs(lm, r, "chat")])
-    slow = time.perf_counter() - t0
+    with FlopCounter(lm) as fast_flops:
+        t0 = time.perf_counter()
+        rows, _ = score_choices(lm, items, ctx=ctx)
+        fast = time.perf_counter() - t0
+    with FlopCounter(lm) as slow_flops:
+        t0 = time.perf_counter()
+        single = []
+        for r in items:
+            single.append([float(lm.response_logprobs([p])[0].sum()) for p in choice_pairs(lm, r, "chat")])
+        slow = time.perf_counter() - t0
     diff = max(abs(a - b) for row, s in zip(rows, single) for a, b in zip(row["loglik"], s))
     n_pairs = sum(len(r.meta["choices"]) for r in items)
     print(f"multiple choice, {n_mc} ARC-Easy items ({n_pairs} choices): batched {n_mc / fast:.2f} items/s, "
           f"one pair per pass {n_mc / slow:.2f} items/s, ratio {slow / fast:.2f}x; max |loglik diff| {diff:.2e}")
+    print(f"  batched {flops_line(fast_flops.flops, fast, args.peak)}; one pair per pass "
+          f"{flops_line(slow_flops.flops, slow, args.peak)}")
 
 
 
@@ -83,16 +92,20 @@ def generation(lm, args) -> None:
     new = 16 if args.quick else 32
     ds = load("bundled:alpaca_eval_gpt4_baseline")[:n_gen]
     params = GenerationParams(max_new_tokens=new)
-    t0 = time.perf_counter()
-    batched, _ = generate_cached(lm, ds, params=params, ctx=ctx)
-    fast = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    one = [lm.generate([chat_prompt(lm, r)], max_new_tokens=new)[0] for r in ds]
-    slow = time.perf_counter() - t0
+    with FlopCounter(lm) as fast_flops:
+        t0 = time.perf_counter()
+        batched, _ = generate_cached(lm, ds, params=params, ctx=ctx)
+        fast = time.perf_counter() - t0
+    with FlopCounter(lm) as slow_flops:
+        t0 = time.perf_counter()
+        one = [lm.generate([chat_prompt(lm, r)], max_new_tokens=new)[0] for r in ds]
+        slow = time.perf_counter() - t0
     same = sum(a == b for a, b in zip(batched, one))
     print(f"generation, {n_gen} AlpacaEval prompts x {new} new tokens: batch {args.batch_size} "
           f"{n_gen / fast:.2f} answers/s, one at a time {n_gen / slow:.2f} answers/s, ratio {slow / fast:.2f}x "
           f"({same}/{n_gen} answers identical; padding can flip greedy near-ties)")
+    print(f"  batched {flops_line(fast_flops.flops, fast, args.peak)}; one at a time "
+          f"{flops_line(slow_flops.flops, slow, args.peak)}")
 
 
 

@@ -9,6 +9,10 @@ FacilityLocationSelection(metric="precomputed", optimizer="lazy") on the same ke
 time ratio (target: datawinnow at least 2x faster) and whether both pick the same set. apricot is
 an optional benchmark dependency (pip install 'datawinnow[bench]'); without it only datawinnow runs.
 Both run once on a small warm-up kernel first (numba compilation, torch threads), outside the timing.
+
+No model runs here, so there is no --model; datawinnow's achieved FLOP/s (3 n FLOPs per gain evaluation:
+an element-wise maximum, a difference and a sum over the pool's n rows; memory-bound work) is printed
+against the fp32 matmul peak measured in the same run (benchmarks/_common.py), as the model benchmarks are.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import argparse
 import time
 
 import numpy as np
+import torch
 
+from _common import describe_peak, flops_line
 from datawinnow.select.submodular import FacilityLocation, lazy_greedy
 
 
@@ -48,6 +54,7 @@ def main() -> None:
     if FacilityLocationSelection is not None:
         FacilityLocationSelection(10, metric="precomputed", optimizer="lazy", verbose=False).fit(kernel(200, 1))
 
+    peak = describe_peak(dtype=torch.float32, device="cpu")
     print(f"{'n':>7} {'k':>6} {'datawinnow s':>13} {'evals':>9} {'apricot s':>10} {'ratio':>7}  same set")
     for n in sizes:
         s = kernel(n, args.seed + n)
@@ -56,8 +63,10 @@ def main() -> None:
         # the kernel is symmetric, so it is its own candidate-major form: no copy
         res = lazy_greedy(FacilityLocation(s, transposed=True), k)
         t_dw = time.perf_counter() - t0
+        achieved = f"        datawinnow: {flops_line(3.0 * n * res.evaluations, t_dw, peak)}"
         if FacilityLocationSelection is None:
             print(f"{n:>7} {k:>6} {t_dw:>13.2f} {res.evaluations:>9} {'-':>10} {'-':>7}  -")
+            print(achieved)
             continue
         t0 = time.perf_counter()
         sel = FacilityLocationSelection(k, metric="precomputed", optimizer="lazy", verbose=False).fit(s)
@@ -66,6 +75,7 @@ def main() -> None:
         order = list(res.picks) == [int(i) for i in sel.ranking]
         print(f"{n:>7} {k:>6} {t_dw:>13.2f} {res.evaluations:>9} {t_ap:>10.2f} {t_ap / t_dw:>6.1f}x  "
               f"{'yes' if same else 'NO'}{' (same order)' if order else ''}")
+        print(achieved)
         del s
 
 

@@ -9,6 +9,10 @@
 
     .venv/bin/python benchmarks/judge_throughput.py            # a few minutes on a 2-core CPU
     .venv/bin/python benchmarks/judge_throughput.py --quick    # seconds
+    .venv/bin/python benchmarks/judge_throughput.py --model DIR   # the local judge: any local model folder
+
+The local-judge part prints achieved FLOP/s and the fraction of the peak measured in the same run
+(benchmarks/_common.py); the remote judge and the filter run no model.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from _common import FlopCounter, add_model_options, describe_model, describe_peak, flops_line  # noqa: E402
 
 
 def serve(latency: float) -> tuple[ThreadingHTTPServer, str]:
@@ -73,15 +79,20 @@ def bench_local(n: int, max_tokens: int, model: str | None) -> None:
     short = sorted(ds[:200], key=lambda r: (len(r.prompt) + len(r.output), r.id))[:n]
     pool = ds.subset([r.id for r in short])
     lm = CausalLM.load(model, device="cpu", max_length=512)
+    print(f"local judge: {describe_model(lm)}")
+    peak = describe_peak(lm)
     ctx = Context(model=lm, batch_size=8, use_cache=False, progress=False)
     rates = {}
     for readout in ("expected", "text"):
         params = {"readout": readout, "on_unparsable": "drop", "max_tokens": max_tokens}
-        t0 = time.perf_counter()
-        table = SCORERS.get("alpagasus")(**params).score(pool, ctx)
-        rates[readout] = n / (time.perf_counter() - t0)
+        with FlopCounter(lm) as flops:
+            t0 = time.perf_counter()
+            table = SCORERS.get("alpagasus")(**params).score(pool, ctx)
+            secs = time.perf_counter() - t0
+        rates[readout] = n / secs
         unscored = int(np.isnan(table.score).sum())
-        print(f"  alpagasus readout={readout}: {rates[readout]:.2f} ratings/s ({unscored} of {n} replies had no score)")
+        print(f"  alpagasus readout={readout}: {rates[readout]:.2f} ratings/s ({unscored} of {n} replies had no score; "
+              f"{flops_line(flops.flops, secs, peak)})")
     print(f"local judge ({lm.identity.split('@')[0]}, {n} samples): digit read-out {rates['expected']:.2f}/s vs "
           f"generation of {max_tokens} tokens {rates['text']:.2f}/s; ratio {rates['expected'] / rates['text']:.2f}x")
 
@@ -108,7 +119,7 @@ def bench_filter(n: int, dim: int, budget: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (4 local ratings): well under a minute")
-    p.add_argument("--model", default=None, help="local judge model (default: the embedded SmolLM2)")
+    add_model_options(p, tiny=False)
     p.add_argument("--skip-local", action="store_true", help="skip the local-judge comparison")
     args = p.parse_args()
     if args.quick:

@@ -108,6 +108,22 @@ def test_token_batches_keep_length_order_within_the_budget():
     assert token_batches([30, 2], 10) == [[0], [1]]  # a sequence longer than the budget still gets a batch
 
 
+def test_batch_token_budget(tiny_lm, pool, monkeypatch):
+    from datawinnow.scores import gradients
+    from datawinnow.scores.less import parse_batch_tokens
+
+    warm = WarmupResult(model=tiny_lm.model, base=tiny_lm, checkpoints=[], losses=[], key="", names=[])
+    per_token = 24 * 2 * 32 * 4  # activations x layers x hidden x fp32 bytes of the tiny model
+    monkeypatch.setattr(gradients, "CPU_ACTIVATION_BYTES", 1000 * per_token + 5)
+    assert gradients.auto_batch_tokens(warm) == 1000
+    monkeypatch.setattr(gradients, "CPU_ACTIVATION_BYTES", 2**40)
+    assert gradients.auto_batch_tokens(warm) == 65536
+    assert parse_batch_tokens("auto") is None and parse_batch_tokens("2048") == 2048 and parse_batch_tokens(512) == 512
+    for bad in (0, "12.5", "many", True):
+        with pytest.raises(ConfigError, match="batch_tokens must be 'auto' or a whole number >= 1"):
+            parse_batch_tokens(bad)
+
+
 def test_lora_layers_that_are_not_plain_linear_weights_use_the_loop(tiny_lm, pool):
     import copy
 

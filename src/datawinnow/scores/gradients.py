@@ -28,7 +28,9 @@ import torch
 from ..backends.causal_lm import Pair
 from .lora_warmup import Checkpoint, WarmupResult, collate, completion_loss, completion_losses, training_pair
 
-BATCH_TOKENS = 4096  # padded tokens per forward/backward pass of batch_gradients
+ACTIVATIONS_PER_LAYER = 24  # hidden-size values kept per token and layer for the backward (an estimate)
+CPU_ACTIVATION_BYTES = 2**30
+MAX_BATCH_TOKENS = 65536
 
 
 def flat_state(checkpoint: Checkpoint, names: Sequence[str], which: str) -> torch.Tensor:
@@ -37,12 +39,15 @@ def flat_state(checkpoint: Checkpoint, names: Sequence[str], which: str) -> torc
     return torch.cat([state[n].reshape(-1).float() for n in names])
 
 
-def example_gradient(result: WarmupResult, record) -> torch.Tensor:
-    """The flattened float32 gradient of one record's loss w.r.t. the LoRA parameters (on the CPU)."""
+def example_gradient(result: WarmupResult, record, pair: Pair | None = None) -> torch.Tensor:
+    """The flattened float32 gradient of one record's loss w.r.t. the LoRA parameters (on the CPU).
+
+    ``pair``: the record's :func:`~.lora_warmup.training_pair`, when the caller has it already.
+    """
     lm = result.base
     model = result.model
     model.eval()
-    batch = collate([training_pair(lm, record)], lm.tokenizer.pad_token_id)
+    batch = collate([pair if pair is not None else training_pair(lm, record)], lm.tokenizer.pad_token_id)
     batch = {k: v.to(lm.device) for k, v in batch.items()}
     params = result.parameters()
     with torch.enable_grad():
@@ -79,6 +84,11 @@ def batch_gradients(result: WarmupResult, pairs: Sequence[Pair],
         raise ValueError("batch_gradients needs every LoRA parameter to be a bias-free linear weight")
     dev = result.base.device
     batch = {k: v.to(dev) for k, v in collate(pairs, result.base.tokenizer.pad_token_id).items()}
+    mask = None
+    if len({len(p) for p in pairs}) == 1:  # nothing padded: the unmasked (causal) attention path is faster
+        batch["attention_mask"] = None
+    else:
+        mask = batch["attention_mask"].to(torch.float32).unsqueeze(-1)  # [b, T, 1]
     calls: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {id(m): [] for m in mods}
 
     def keep(mod, inputs, output):
@@ -93,7 +103,6 @@ def batch_gradients(result: WarmupResult, pairs: Sequence[Pair],
     finally:
         for h in handles:
             h.remove()
-    mask = batch["attention_mask"].to(torch.float32).unsqueeze(-1)  # [b, T, 1]
     rows = []
     for m in mods:
         total = None
@@ -101,7 +110,13 @@ def batch_gradients(result: WarmupResult, pairs: Sequence[Pair],
             g = next(grads)
             if g is None:
                 continue
-            part = torch.bmm((g.float() * mask).transpose(1, 2), x.detach().float())  # [b, out, in]
+            g, x = g.float(), x.detach().float()
+            if mask is not None:  # zero padding positions in the narrower factor (rank r for LoRA): cheap
+                if g.shape[-1] <= x.shape[-1]:
+                    g = g * mask
+                else:
+                    x = x * mask
+            part = torch.bmm(g.transpose(1, 2), x)  # [b, out, in]
             total = part if total is None else total + part
         if total is None:
             total = torch.zeros((len(pairs), *m.weight.shape), dtype=torch.float32, device=dev)
@@ -109,7 +124,26 @@ def batch_gradients(result: WarmupResult, pairs: Sequence[Pair],
     return torch.cat(rows, dim=1)
 
 
-def token_batches(lengths: Sequence[int], batch_tokens: int = BATCH_TOKENS) -> list[list[int]]:
+def auto_batch_tokens(result: WarmupResult) -> int:
+    """Padded tokens per :func:`batch_gradients` pass: the batch whose kept activations (estimated as
+    ``ACTIVATIONS_PER_LAYER`` hidden-size values per token and layer) take about 1 GiB on a CPU, a quarter
+    of the free memory on CUDA; between 256 and 65,536.
+
+    On a CPU the forward and backward passes of a 100M+ model are compute-bound already at batch size 1,
+    and larger batches only add memory traffic (embedded SmolLM2, fp32: 4,096-token batches ran 1.6x
+    slower than 512-token ones); a tiny model gets large batches, where per-call overhead dominates.
+    """
+    config = result.base.model.config
+    layers, hidden = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
+    if not layers or not hidden:
+        return 1024
+    per_token = ACTIVATIONS_PER_LAYER * int(layers) * int(hidden) * result.base.dtype.itemsize
+    dev = result.base.device
+    budget = torch.cuda.mem_get_info(dev)[0] // 4 if dev.type == "cuda" else CPU_ACTIVATION_BYTES
+    return int(min(MAX_BATCH_TOKENS, max(256, budget // per_token)))
+
+
+def token_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     """Indices in length order (longest first) cut into batches of at most ``batch_tokens`` padded tokens
     (at least one sequence each)."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
@@ -122,18 +156,23 @@ def token_batches(lengths: Sequence[int], batch_tokens: int = BATCH_TOKENS) -> l
     return out
 
 
-def example_gradients(result: WarmupResult, records, *, vectorized: bool = True,
-                      batch_tokens: int = BATCH_TOKENS) -> torch.Tensor:
+def example_gradients(result: WarmupResult, records, *, vectorized: bool = True, batch_tokens: int | None = None,
+                      pairs: Sequence[Pair] | None = None) -> torch.Tensor:
     """``[n, D]`` float32 per-example gradients of ``records`` in order: batched (:func:`batch_gradients`, on the
-    model's device) when ``vectorized`` and the LoRA layers allow it, else one sample at a time (on the CPU)."""
+    model's device, ``batch_tokens`` padded tokens a pass, None: :func:`auto_batch_tokens`) when ``vectorized``
+    and the LoRA layers allow it, else one sample at a time (on the CPU).
+
+    ``pairs``: the records' training pairs, when the caller has them already.
+    """
     if not records:
         return torch.zeros((0, sum(p.numel() for p in result.parameters())), dtype=torch.float32)
+    if pairs is None:
+        pairs = [training_pair(result.base, r) for r in records]
     mods = lora_linear_modules(result) if vectorized else None
     if mods is None:
-        return torch.stack([example_gradient(result, r) for r in records])
-    pairs = [training_pair(result.base, r) for r in records]
+        return torch.stack([example_gradient(result, r, p) for r, p in zip(records, pairs)])
     out = None
-    for idx in token_batches([len(p) for p in pairs], batch_tokens):
+    for idx in token_batches([len(p) for p in pairs], batch_tokens or auto_batch_tokens(result)):
         g = batch_gradients(result, [pairs[i] for i in idx], mods)
         if out is None:
             out = torch.empty((len(pairs), g.shape[1]), dtype=torch.float32, device=g.device)

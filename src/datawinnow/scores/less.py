@@ -4,7 +4,8 @@
    (:mod:`.lora_warmup`). The paper trains 4 epochs; the default is 2 because every checkpoint costs
    one gradient pass over pool and targets (``epochs=4`` reproduces the paper).
 2. At each checkpoint c, per-example LoRA gradients, each of the sample's own loss as at batch size 1
-   but computed for a whole batch (``batch_tokens`` padded tokens) in one forward and backward pass
+   but computed for a whole batch (``batch_tokens`` padded tokens, ``auto``: sized to the model and
+   device) in one forward and backward pass
    (:mod:`.gradients`): for pool samples Adam's update direction Gamma from the checkpoint's moments
    (no bias correction), for target samples the plain gradient; on the model's device.
 3. A seeded Rademacher projection to ``dim`` dimensions (:mod:`.projection`), then unit norm.
@@ -24,12 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..backends.causal_lm import Pair
 from ..data.record import Dataset, Record
 from ..errors import BudgetError, ConfigError
 from ..registry import SCORERS
 from ..select.budget import resolve_budget
 from .base import Context, Scorer, ScoreTable, run_cached
-from .gradients import BATCH_TOKENS, adam_direction, example_gradients, flat_state
+from .gradients import adam_direction, example_gradients, flat_state
 from .lora_warmup import WarmupConfig, WarmupResult, describe, lora_warmup, training_pair
 from .projection import RademacherProjector
 from .vectors import pack, unit_rows, unpack_rows
@@ -79,6 +81,19 @@ def subtasks(records: Sequence[Record]) -> tuple[list[str], np.ndarray]:
     return names, np.array(index, dtype=np.int64)
 
 
+def parse_batch_tokens(value: Any) -> int | None:
+    """The ``batch_tokens`` parameter: 'auto' (None: sized to the model and device) or a whole number >= 1."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        n = float("nan")
+    if isinstance(value, bool) or not n >= 1 or n != int(n):
+        raise ConfigError(f"less: batch_tokens must be 'auto' or a whole number >= 1, got {value!r}")
+    return int(n)
+
+
 def less_influence(pool: Sequence[np.ndarray], target: Sequence[np.ndarray], task_of: np.ndarray,
                    n_tasks: int, lrs: Sequence[float]) -> np.ndarray:
     """Influence per (pool sample, subtask): sum_c lr_c * mean_{j in s} <pool_c[i], target_c[j]>.
@@ -95,17 +110,19 @@ def less_influence(pool: Sequence[np.ndarray], target: Sequence[np.ndarray], tas
 
 
 def gradient_features(warm: WarmupResult, index: int, records: Sequence[Record], kind: str,
-                      projector: RademacherProjector, *, vectorized: bool = True, batch_tokens: int = BATCH_TOKENS,
-                      moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+                      projector: RademacherProjector, *, vectorized: bool = True, batch_tokens: int | None = None,
+                      moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      pairs: Sequence[Pair] | None = None) -> np.ndarray:
     """Unit-normalised projected features [n, d] of ``records`` at checkpoint ``index`` (loaded into the model).
 
     kind 'adam': Adam's update direction (pool samples), 'sgd': the plain gradient (targets).
     ``vectorized``: per-example gradients of a whole batch at once, preconditioning and projection on
     the model's device (:func:`~.gradients.example_gradients`); False: the reference loop, one sample at
-    a time. ``moments``: the checkpoint's flat (exp_avg, exp_avg_sq), to reuse across calls.
+    a time. ``moments``: the checkpoint's flat (exp_avg, exp_avg_sq), to reuse across calls; ``pairs``: the
+    records' training pairs, when the caller has them already.
     """
     ck = warm.load_checkpoint(index)
-    grads = example_gradients(warm, records, vectorized=vectorized, batch_tokens=batch_tokens)
+    grads = example_gradients(warm, records, vectorized=vectorized, batch_tokens=batch_tokens, pairs=pairs)
     if kind == "adam":
         m, v = moments or (flat_state(ck, warm.names, "exp_avg"), flat_state(ck, warm.names, "exp_avg_sq"))
         grads = adam_direction(grads, m.to(grads.device), v.to(grads.device), ck.betas, ck.eps)
@@ -115,7 +132,7 @@ def gradient_features(warm: WarmupResult, index: int, records: Sequence[Record],
 
 
 def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: str, projector: RademacherProjector,
-                        ctx: Context, *, batch_tokens: int = BATCH_TOKENS) -> tuple[np.ndarray, dict]:
+                        ctx: Context, *, batch_tokens: int | None = None) -> tuple[np.ndarray, dict]:
     """Unit-normalised projected gradients [n, d] at checkpoint ``index``: kind 'adam' (pool) or 'sgd' (targets)."""
     ck = warm.checkpoints[index]
     moments = None
@@ -123,15 +140,17 @@ def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: 
         dev = warm.base.device
         moments = (flat_state(ck, warm.names, "exp_avg").to(dev), flat_state(ck, warm.names, "exp_avg_sq").to(dev))
     rows_per_pass = int(min(64, max(8, BUFFER_BYTES // (4 * projector.dim_in))))
+    pairs: dict[str, Pair] = {}
 
     def plan(todo: list[Record]):
         # similar lengths in one pass: less padding in its forward/backward batches
-        lengths = [len(training_pair(warm.base, r)) for r in todo]
-        order = sorted(range(len(todo)), key=lambda i: (-lengths[i], i))
+        pairs.update({r.id: training_pair(warm.base, r) for r in todo})
+        order = sorted(range(len(todo)), key=lambda i: (-len(pairs[todo[i].id]), i))
         return [order[k:k + rows_per_pass] for k in range(0, len(order), rows_per_pass)]
 
     def compute(batch: list[Record]) -> list[dict]:
-        feats = gradient_features(warm, index, batch, kind, projector, batch_tokens=batch_tokens, moments=moments)
+        feats = gradient_features(warm, index, batch, kind, projector, batch_tokens=batch_tokens, moments=moments,
+                                  pairs=[pairs.pop(r.id) for r in batch])
         return [{"g": pack(f)} for f in feats]
 
     params = {"kind": kind, "warmup": warm.key, "epoch": ck.epoch, "dim": projector.d, "proj_seed": projector.seed}
@@ -147,7 +166,7 @@ class LessScorer(Scorer):
                    "projected gradients, lr-weighted over checkpoints, max over target subtasks.")
     defaults = {"warmup_size": 0.05, "epochs": 2, "lr": 2e-4, "warmup_batch_size": 4, "lora_r": 8, "lora_alpha": 32,
                 "target_modules": "q_proj,k_proj,v_proj,o_proj", "dim": 1024, "checkpoints": "all",
-                "batch_tokens": BATCH_TOKENS}
+                "batch_tokens": "auto"}
 
     def warmup_config(self, seed: int) -> WarmupConfig:
         p = self.params
@@ -163,9 +182,7 @@ class LessScorer(Scorer):
         cfg = self.warmup_config(ctx.seed)
         cfg.check()
         which = parse_checkpoints(self.params["checkpoints"], cfg.epochs)
-        batch_tokens = int(self.params["batch_tokens"])
-        if batch_tokens < 1:
-            raise ConfigError(f"less: batch_tokens must be >= 1, got {self.params['batch_tokens']}")
+        batch_tokens = parse_batch_tokens(self.params["batch_tokens"])
         lm = ctx.model
         warm_idx = warmup_sample(len(dataset), self.params["warmup_size"], ctx.seed)
         warm = lora_warmup(lm, [dataset[i] for i in warm_idx], cfg, use_cache=ctx.use_cache, progress=ctx.progress,
