@@ -36,7 +36,7 @@ def add_parser(sub, formatter) -> argparse.ArgumentParser:
                    help="print the plan (cells, what is cached) with an estimated cost; no model work")
     p.add_argument("--tiny", action="store_true", help="apply the config's tiny: overrides (a few-minute CI size)")
     p.add_argument("--executor", default=None, choices=list(EXECUTORS),
-                   help="where cells run (default: the config's executor:, else local)")
+                   help="where cells run; overrides the config's executor: (itself local when not given)")
     p.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run_experiment)
