@@ -42,7 +42,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--system", default="default",
                    help="system prompt: 'default' (the chat template's own; SmolLM2 adds its persona), 'none' (empty system turn), or a text")
     g.add_argument("--max-length", type=int, default=512, help="tokens per sequence (prompt + response); longer pairs are truncated")
-    g.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (length-sorted)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="fixed count: sequences per forward pass (length-sorted); overrides --batch-tokens")
+    g.add_argument("--batch-tokens", default="auto", metavar="N|auto",
+                   help="token budget per forward pass (batch size x its longest sequence) over length-sorted work; "
+                        "auto: from free memory on CUDA, 16384 on a CPU (default: auto)")
     g.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
     g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
@@ -71,7 +75,8 @@ def _context(args: argparse.Namespace, sources: dict | None = None):
     if args.adapter:
         model = f"{model}+{args.adapter}"
     return Context(model=model, embedder=args.embedder, device=args.device, dtype=args.dtype,
-                   system=system_from_cli(args.system), max_length=args.max_length, batch_size=args.batch_size,
+                   system=system_from_cli(args.system), max_length=args.max_length, batch_size=args.batch_size or 8,
+                   batch_tokens=None if args.batch_size else args.batch_tokens,
                    use_cache=not args.no_cache, progress=not args.quiet, seed=args.seed, sources=sources or {},
                    judge=judge_spec_from_args(args))
 

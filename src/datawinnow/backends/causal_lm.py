@@ -1,6 +1,7 @@
 """The causal-LM backend: one wrapper over transformers for every model-based scorer.
 
-Primitives (all batched; callers sort by length with :func:`length_sorted_batches`):
+Primitives (all batched; callers form batches with :meth:`CausalLM.plan`: a token budget over
+length-sorted work, or a fixed count, see :mod:`~datawinnow.backends.batching`):
 
 - :meth:`CausalLM.response_logprobs`: per-token log p(y_t | prefix) over the response span only,
   teacher-forced. Logits are computed only at response positions: the backbone runs once, the
@@ -25,6 +26,17 @@ keeps its start token and its end.
 **Precision.** The LM head and the log-softmax run in float32 whatever the model's dtype
 (:class:`Fp32Head`): in bf16 the logits are rounded to 8 significant bits before the softmax, enough
 to reorder close IFD scores, DELIFT utilities and multiple-choice log-likelihoods.
+
+**Batches.** Every primitive pads only to its batch's longest sequence, counts the real and the computed
+(padded) positions in :attr:`CausalLM.padding`, and runs through :class:`~.batching.OomSplitter`: on a
+CUDA out-of-memory error the model's token ceiling halves and the batch is retried in halves.
+:meth:`CausalLM.response_logprobs` has a padding-free path (:attr:`CausalLM.packing`): the batch's
+sequences packed into one row, position ids restarting per sequence, no attention mask, so no padding
+is computed. transformers then keeps the sequences apart; it is used only where the attention
+implementation does that without a dense mask (flash-attention's variable-length kernels: CUDA with
+``attn_implementation="flash_attention_2"``/``_3``); with sdpa or eager attention (every CPU run)
+transformers would build a block-diagonal mask over the packed row and compute attention across the
+whole row, so length-sorted token-budget batches, whose padding is small, are used there.
 """
 
 from __future__ import annotations
@@ -41,6 +53,8 @@ import torch
 from ..data.prompts import PromptRenderer
 from ..data.record import Record
 from ..errors import ConfigError
+from .batching import (CPU_MAX_PADDING, OomSplitter, auto_batch_tokens, fixed_batches, parse_batch_tokens,
+                       plan_batches)
 from .device import dtype_name, pick_device, pick_dtype
 from .embedded import LM_ALIASES, set_offline, smollm2_dense_dir, smollm2_identity
 from .hub import resolve_model
@@ -61,8 +75,14 @@ class Pair:
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, longest first (so memory problems show at once)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    return fixed_batches(lengths, batch_size)
+
+
+def packing_supported(model) -> bool:
+    """Whether the model's attention runs packed sequences (position ids restarting, no mask) without a dense
+    mask over the packed row: flash-attention's variable-length kernels."""
+    impl = str(getattr(getattr(model, "config", None), "_attn_implementation", "") or "")
+    return impl.startswith("flash_attention")
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,6 +185,12 @@ class CausalLM:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model.eval()
+        self.oom = OomSplitter()
+        self.packing = packing_supported(self._unwrapped())
+        self.padding = {"real": 0, "computed": 0}  # token positions entering the backbone: real, and computed
+        self._auto_tokens: int | None = None
+        # budget batches' padding cap (batching module): on a CPU padded positions cost as much as real ones
+        self.max_padding: float | None = CPU_MAX_PADDING if self.device.type == "cpu" else None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -302,9 +328,34 @@ class CausalLM:
         m = self._unwrapped()
         return getattr(m, m.base_model_prefix), m.get_output_embeddings()
 
+    # ------------------------------------------------------------------ batches
+    def resolve_batch_tokens(self, value) -> int | None:
+        """A token budget: None (none: fixed-count batches), a whole number, or 'auto' (from free memory on
+        CUDA, a fixed default elsewhere; :func:`~.batching.auto_batch_tokens`), within the OOM ceiling."""
+        value = parse_batch_tokens(value)
+        if value == "auto":
+            if self._auto_tokens is None:
+                self._auto_tokens = auto_batch_tokens(self.device, self._unwrapped().config, self.dtype)
+            value = self._auto_tokens
+        if value is not None and self.oom.ceiling is not None:
+            value = min(value, self.oom.ceiling)
+        return value
+
+    def plan(self, lengths: Sequence[int], *, batch_size: int = 8, batch_tokens=None,
+             max_batch: int | None = None) -> list[list[int]]:
+        """Length-sorted batches (longest first): by token budget when ``batch_tokens`` is set ('auto' or a
+        number), ``batch_size`` sequences each otherwise."""
+        return plan_batches(lengths, batch_size=batch_size, batch_tokens=self.resolve_batch_tokens(batch_tokens),
+                            max_batch=max_batch, max_padding=self.max_padding)
+
+    def _count(self, real: int, computed: int) -> None:
+        self.padding["real"] += int(real)
+        self.padding["computed"] += int(computed)
+
     def _forward(self, backbone, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states; without a mask when nothing is padded (the unmasked attention path is faster)."""
         dev = self.device
+        self._count(mask.sum(), mask.numel())
         attn = None if bool(mask.all()) else mask.to(dev)
         return backbone(input_ids=ids.to(dev), attention_mask=attn).last_hidden_state
 
@@ -317,13 +368,43 @@ class CausalLM:
 
     def last_token_states(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
         """The final layer's hidden state at each sequence's last token, ``[b, H]`` (model dtype and device)."""
-        hidden, _ = self.hidden_states(sequences)
-        last = torch.tensor([len(s) - 1 for s in sequences], device=hidden.device)
-        return hidden[torch.arange(len(sequences), device=hidden.device), last]
+        def run(seqs):
+            hidden, _ = self.hidden_states(seqs)
+            last = torch.tensor([len(s) - 1 for s in seqs], device=hidden.device)
+            return list(hidden[torch.arange(len(seqs), device=hidden.device), last])
+
+        return torch.stack(self.oom.run(sequences, [len(s) for s in sequences], run))
+
+    def response_logprobs(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
+        """Per-token log p(y_t | x, y_<t) for each pair's response tokens, as float32 arrays (one batch;
+        packed where :attr:`packing` is on, split in halves on a CUDA out-of-memory error)."""
+        for p in pairs:
+            if not p.prompt and p.response:
+                raise ValueError("a pair needs at least one prompt token (prompt_ids() gives the start token)")
+        run = self._packed_logprobs if self.packing else self._padded_logprobs
+        return self.oom.run(pairs, [len(p) for p in pairs], run)
 
     @torch.inference_mode()
-    def response_logprobs(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
-        """Per-token log p(y_t | x, y_<t) for each pair's response tokens, as float32 arrays (one batch)."""
+    def _packed_logprobs(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
+        """The padding-free path: one row, the pairs one after another, position ids restarting per pair."""
+        backbone, _ = self._backbone_and_head()
+        dev = self.device
+        seqs = [p.prompt + p.response for p in pairs]
+        ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long)[None]
+        pos = torch.cat([torch.arange(len(s)) for s in seqs])[None]
+        offsets = np.cumsum([0] + [len(s) for s in seqs])
+        pred = torch.cat([torch.arange(len(p.response)) + int(offsets[b]) + len(p.prompt) - 1
+                          for b, p in enumerate(pairs)]).long()
+        self._count(ids.numel(), ids.numel())
+        hidden = backbone(input_ids=ids.to(dev), position_ids=pos.to(dev), use_cache=False).last_hidden_state[0]
+        targets = torch.cat([torch.tensor(p.response, dtype=torch.long) for p in pairs]).to(dev)
+        out_np = to_numpy(self.fp32_head().token_logprobs(hidden[pred.to(dev)], targets))
+        sizes = np.cumsum([0] + [len(p.response) for p in pairs])
+        return [out_np[sizes[b]:sizes[b + 1]].copy() for b in range(len(pairs))]
+
+    @torch.inference_mode()
+    def _padded_logprobs(self, pairs: Sequence[Pair]) -> list[np.ndarray]:
+        """One right-padded batch, padded to its longest pair."""
         if not pairs:
             return []
         backbone, _ = self._backbone_and_head()
@@ -337,8 +418,6 @@ class CausalLM:
             ids[b, :len(seq)] = torch.tensor(seq)
             mask[b, :len(seq)] = 1
             start = len(p.prompt)
-            if start == 0 and p.response:
-                raise ValueError("a pair needs at least one prompt token (prompt_ids() gives the start token)")
             pred_pos[b, start - 1:start - 1 + len(p.response)] = True
         dev = self.device
         hidden = self._forward(backbone, ids, mask)
@@ -358,20 +437,26 @@ class CausalLM:
         """log p(next token | prompt) over the whole vocabulary, [len(prompts), V] float32 on the CPU."""
         return self.fp32_head().log_softmax(self.last_token_states(prompts)).detach().cpu()
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None) -> list[str]:
-        """Continue each prompt text (one batch, left-padded; start-token rule); greedy when temperature is 0."""
+        """Continue each prompt text (one batch, left-padded; start-token rule); greedy when temperature is 0.
+        On a CUDA out-of-memory error the batch is retried in halves (the seed is set once, before the first try)."""
         if seed is not None:
             torch.manual_seed(seed)
-        tok = self.tokenizer
         seqs = [self.prompt_ids(p) for p in prompts]
+        return self.oom.run(seqs, [len(s) + max_new_tokens for s in seqs],
+                            lambda batch: self._generate(batch, max_new_tokens, temperature, top_p))
+
+    @torch.inference_mode()
+    def _generate(self, seqs: list[list[int]], max_new_tokens: int, temperature: float, top_p: float) -> list[str]:
+        tok = self.tokenizer
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for b, s in enumerate(seqs):
             ids[b, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[b, width - len(s):] = 1
+        self._count(mask.sum(), mask.numel())
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
@@ -381,7 +466,8 @@ class CausalLM:
         new = out[:, width:]
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
-    def iter_batches(self, pairs: Sequence[Pair], batch_size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-        """(indices, per-token log-probs) for length-sorted batches over ``pairs``."""
-        for idx in length_sorted_batches([len(p) for p in pairs], batch_size):
+    def iter_batches(self, pairs: Sequence[Pair], batch_size: int = 8,
+                     batch_tokens=None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        """(indices, per-token log-probs) for length-sorted batches over ``pairs`` (see :meth:`plan`)."""
+        for idx in self.plan([len(p) for p in pairs], batch_size=batch_size, batch_tokens=batch_tokens):
             yield idx, self.response_logprobs([pairs[i] for i in idx])

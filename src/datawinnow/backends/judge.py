@@ -53,7 +53,8 @@ def expected_rating(probs: np.ndarray, values: Sequence[float]) -> np.ndarray:
 def load_judge(spec: Any = None, *, model: Any = None, base_url: str | None = None,
                api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4, timeout: float = 60.0,
                max_retries: int = 3, backoff: float = 1.0, logprobs: bool = False, template: str = "chat",
-               device: str = "auto", dtype: str = "auto", max_length: int = 1024, batch_size: int = 8) -> Judge:
+               device: str = "auto", dtype: str = "auto", max_length: int = 1024, batch_size: int = 8,
+               batch_tokens: int | str | None = None) -> Judge:
     """A judge from a spec.
 
     ``spec``: a :class:`Judge` (returned as is), ``"local"``, ``"remote"``, a dict of these keyword
@@ -78,7 +79,8 @@ def load_judge(spec: Any = None, *, model: Any = None, base_url: str | None = No
         return load_judge(kind, **{**dict(model=model, base_url=base_url, api_key_env=api_key_env,
                                           concurrency=concurrency, timeout=timeout, max_retries=max_retries,
                                           backoff=backoff, logprobs=logprobs, template=template, device=device,
-                                          dtype=dtype, max_length=max_length, batch_size=batch_size), **opts})
+                                          dtype=dtype, max_length=max_length, batch_size=batch_size,
+                                          batch_tokens=batch_tokens), **opts})
     kind = spec if spec is not None else ("remote" if base_url else "local")
     if kind not in KINDS:
         raise ConfigError(f"judge must be one of {', '.join(KINDS)}, got '{kind}'")
@@ -88,7 +90,7 @@ def load_judge(spec: Any = None, *, model: Any = None, base_url: str | None = No
         if base_url:
             raise ConfigError("a local judge takes no --judge-url (use --judge remote for an endpoint)")
         return LocalJudge.load(model, template=template, device=device, dtype=dtype, max_length=max_length,
-                               batch_size=batch_size)
+                               batch_size=batch_size, batch_tokens=batch_tokens)
     from .judge_remote import RemoteJudge, RemoteLogprobJudge
 
     if not base_url:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .causal_lm import CausalLM, length_sorted_batches
+from .causal_lm import CausalLM
 from .judge import Judge, JudgeError, Messages
 
 TEMPLATES = ("chat", "raw")
@@ -27,22 +27,24 @@ TEMPLATES = ("chat", "raw")
 class LocalJudge(Judge):
     """Judge with a :class:`CausalLM`; ``template`` ``chat`` renders through the chat template, ``raw`` uses the text."""
 
-    def __init__(self, lm: CausalLM, *, template: str = "chat", max_length: int | None = None, batch_size: int = 8):
+    def __init__(self, lm: CausalLM, *, template: str = "chat", max_length: int | None = None, batch_size: int = 8,
+                 batch_tokens: int | str | None = None):
         if template not in TEMPLATES:
             raise ConfigError(f"judge template must be one of {', '.join(TEMPLATES)}, got '{template}'")
         self.lm = lm
         self.template = template
         self.max_length = max_length or max(lm.max_length, 1024)
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens  # a token budget per forward pass (None: batch_size prompts)
         self.identity = f"local:{lm.identity}|{template}|{self.max_length}"
         self._choice_ids: dict[tuple[str, ...], list[int]] = {}
 
     @classmethod
     def load(cls, model: Any = None, *, template: str = "chat", device: str = "auto", dtype: str = "auto",
-             max_length: int = 1024, batch_size: int = 8) -> "LocalJudge":
+             max_length: int = 1024, batch_size: int = 8, batch_tokens: int | str | None = None) -> "LocalJudge":
         lm = model if isinstance(model, CausalLM) else CausalLM.load(model, device=device, dtype=dtype,
                                                                      max_length=max_length)
-        return cls(lm, template=template, max_length=max_length, batch_size=batch_size)
+        return cls(lm, template=template, max_length=max_length, batch_size=batch_size, batch_tokens=batch_tokens)
 
     # ------------------------------------------------------------------ prompts
     def render(self, conversation: Messages) -> str:
@@ -91,7 +93,7 @@ class LocalJudge(Judge):
         prompts = [self.prompt_ids(c) for c in conversations]
         out = np.zeros((len(prompts), len(ids)), dtype=np.float64)
         sel = torch.tensor(ids)
-        for idx in length_sorted_batches([len(p) for p in prompts], self.batch_size):
+        for idx in self.lm.plan([len(p) for p in prompts], batch_size=self.batch_size, batch_tokens=self.batch_tokens):
             logp = self.lm.next_token_logprobs([prompts[i] for i in idx])[:, sel].double()
             probs = torch.softmax(logp, dim=-1).numpy()  # renormalised over the choices
             if not np.isfinite(probs).all():
@@ -106,7 +108,8 @@ class LocalJudge(Judge):
             if len(p) >= self.max_length:  # shortened: generate from the kept tokens
                 texts[i] = self.lm.tokenizer.decode(p, skip_special_tokens=False)
         out: list[str] = [""] * len(texts)
-        for idx in length_sorted_batches([len(p) for p in prompts], self.batch_size):
+        lengths = [len(p) + max_tokens for p in prompts]  # the KV cache grows by the generated tokens
+        for idx in self.lm.plan(lengths, batch_size=self.batch_size, batch_tokens=self.batch_tokens):
             replies = self.lm.generate([texts[i] for i in idx], max_new_tokens=max_tokens, temperature=temperature)
             for i, r in zip(idx, replies):
                 out[i] = r

@@ -123,7 +123,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, adapter = model.split("+", 1)
     ctx = Context(model=f"{model}+{adapter}" if adapter else model, embedder=args.embedder, device=args.device,
                   dtype=args.dtype, system=system_from_cli(args.system), max_length=args.max_length,
-                  batch_size=args.batch_size, use_cache=not args.no_cache, progress=not args.quiet, seed=args.seed)
+                  batch_size=args.batch_size or 8, batch_tokens=None if args.batch_size else args.batch_tokens,
+                  use_cache=not args.no_cache, progress=not args.quiet, seed=args.seed)
     columns = load_column_map(args.columns) if args.columns else None
     train = [load(src, column_map=columns) for src in (args.train or [])]
     if not train and adapter:

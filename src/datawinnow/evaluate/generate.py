@@ -62,6 +62,9 @@ def generate_cached(lm, items: Dataset, *, params: GenerationParams, ctx: Contex
     bs = batch_size or ctx.batch_size
 
     def plan(todo: Sequence[Record]):
+        if batch_size is None and ctx.batch_tokens is not None:  # a token budget: prompt and generated tokens
+            lengths = [len(lm.prompt_ids(render(r))) + params.max_new_tokens for r in todo]
+            return lm.plan(lengths, batch_tokens=ctx.batch_tokens)
         # similar prompt lengths together: less left padding; longest first so memory problems show at once
         order = sorted(range(len(todo)), key=lambda i: (-len(todo[i].prompt), i))
         return [order[k:k + bs] for k in range(0, len(order), bs)]

@@ -9,7 +9,8 @@ The harness's rule for causal LMs (``loglikelihood`` requests of its ``multiple_
    the model reads the context's own tokens followed by them.
 
 An empty context is replaced by the start marker (BOS, else EOS), as the harness does. Scoring is one
-batched teacher-forced pass (:meth:`CausalLM.response_logprobs` over length-sorted batches), cached
+batched teacher-forced pass (:meth:`CausalLM.response_logprobs` over length-sorted batches, by token budget
+when ``batch_tokens`` is set), cached
 per record with :func:`~datawinnow.scores.base.run_cached`. No chat template: these are the
 harness's plain-text prompts.
 """
@@ -20,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..backends.causal_lm import Pair, length_sorted_batches, truncate_pair
+from ..backends.causal_lm import Pair, truncate_pair
 from ..data.record import Dataset, Record
 from ..scores.base import Context, run_cached
 
@@ -51,9 +52,11 @@ def score_requests(lm, items: Dataset, requests: Callable[[Record], Sequence[Req
 
     def plan(todo: Sequence[Record]):
         reqs = [requests(r) for r in todo]
+        if ctx.batch_tokens is not None:  # items by their tokens; their pairs are batched again in compute
+            return ctx.batches([sum(len(request_pair(lm, c, x)) for c, x in rs) for rs in reqs], lm=lm)
         lengths = [sum(len(c) + len(x) for c, x in rs) for rs in reqs]
         per_item = max((len(rs) for rs in reqs), default=1)
-        return length_sorted_batches(lengths, max(1, ctx.batch_size // per_item))
+        return ctx.batches(lengths, per_item=per_item)
 
     def compute(batch: list[Record]) -> list[dict[str, Any]]:
         pairs: list[Pair] = []
@@ -63,7 +66,7 @@ def score_requests(lm, items: Dataset, requests: Callable[[Record], Sequence[Req
             counts.append(len(reqs))
             pairs.extend(request_pair(lm, c, x) for c, x in reqs)
         lps: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(pairs)
-        for idx, out in lm.iter_batches(pairs, ctx.batch_size):
+        for idx, out in lm.iter_batches(pairs, ctx.batch_size, ctx.batch_tokens):
             for i, lp in zip(idx, out):
                 lps[i] = lp
         rows, k = [], 0

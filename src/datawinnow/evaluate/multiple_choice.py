@@ -21,7 +21,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends.causal_lm import length_sorted_batches
 from ..data.record import Dataset, Record, assign_ids
 from ..errors import ConfigError, DataError
 from ..scores.base import Context, run_cached
@@ -96,8 +95,9 @@ def score_choices(lm, items: Dataset, *, template: str = "chat", ctx: Context) -
         _check(r)
 
     def plan(todo: Sequence[Record]):
-        lengths = [sum(len(c) for c in r.meta["choices"]) + len(r.prompt) for r in todo]
-        return length_sorted_batches(lengths, max(1, ctx.batch_size // 4))
+        if ctx.batch_tokens is None:
+            return ctx.batches([sum(len(c) for c in r.meta["choices"]) + len(r.prompt) for r in todo], per_item=4)
+        return ctx.batches([sum(len(p) for p in choice_pairs(lm, r, template)) for r in todo], lm=lm)
 
     def compute(batch: list[Record]) -> list[dict]:
         pairs, owner = [], []
@@ -106,8 +106,8 @@ def score_choices(lm, items: Dataset, *, template: str = "chat", ctx: Context) -
                 pairs.append(p)
                 owner.append(b)
         lps: list[np.ndarray | None] = [None] * len(pairs)
-        for idx in length_sorted_batches([len(p) for p in pairs], ctx.batch_size):
-            for i, lp in zip(idx, lm.response_logprobs([pairs[i] for i in idx])):
+        for idx, out in lm.iter_batches(pairs, ctx.batch_size, ctx.batch_tokens):
+            for i, lp in zip(idx, out):
                 lps[i] = lp
         rows = []
         k = 0

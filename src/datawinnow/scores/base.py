@@ -78,8 +78,12 @@ class Context:
 
     ``model``/``embedder`` are names (None: the embedded defaults) or loaded backends. Unknown
     options are an error. Reads of the settings that can change a score or a pick (device, dtype,
-    system, max_length, batch_size, seed, sources) and uses of the model, embedder and judge are
+    system, max_length, batch_size, batch_tokens, seed, sources) and uses of the model, embedder and judge are
     noted; :meth:`recording` and :meth:`used_settings` turn them into the manifest's ``settings``.
+
+    Batches: ``batch_tokens`` (a number, or 'auto': from free memory on CUDA, 16,384 on a CPU) forms
+    model batches by a token budget over length-sorted work; None (the default here; the CLI's default
+    is 'auto') keeps fixed batches of ``batch_size`` sequences. :meth:`batches` applies the rule.
     """
 
     device = _Setting()
@@ -87,12 +91,13 @@ class Context:
     system = _Setting()
     max_length = _Setting()
     batch_size = _Setting()
+    batch_tokens = _Setting()
     seed = _Setting()
     sources = _Setting()
 
     def __init__(self, *, model: Any = None, embedder: Any = None, device: str = "auto", dtype: str = "auto",
-                 system: str | None = None, max_length: int = 512, batch_size: int = 8, use_cache: bool = True,
-                 progress: bool = True, seed: int = 0, sources: dict[str, Dataset] | None = None, judge: Any = None,
+                 system: str | None = None, max_length: int = 512, batch_size: int = 8,
+                 batch_tokens: int | str | None = None, use_cache: bool = True, progress: bool = True, seed: int = 0, sources: dict[str, Dataset] | None = None, judge: Any = None,
                  **unknown: Any):
         if unknown:
             from ..options import check_options, keyword_names
@@ -104,6 +109,9 @@ class Context:
         self._judge = judge  # a Judge, or a spec for backends.judge.load_judge (None: local, with this model)
         self.device, self.dtype, self.system, self.max_length = device, dtype, system, max_length
         self.batch_size, self.use_cache, self.progress, self.seed = batch_size, use_cache, progress, seed
+        from ..backends.batching import parse_batch_tokens
+
+        self.batch_tokens = parse_batch_tokens(batch_tokens)
         self.sources = sources or {}
 
     @contextlib.contextmanager
@@ -122,8 +130,8 @@ class Context:
         from ..backends.device import dtype_name, pick_device, pick_dtype
 
         out: dict[str, Any] = {}
-        for name in ("seed", "batch_size", "max_length"):
-            if name in used:
+        for name in ("seed", "batch_size", "batch_tokens", "max_length"):
+            if name in used and not (name == "batch_tokens" and self._settings[name] is None):
                 out[name] = self._settings[name]
         if "system" in used:
             out["system"] = system_policy(self._settings["system"])
@@ -187,8 +195,18 @@ class Context:
                 spec["model"] = self.model
             if spec.get("kind") in (None, "local"):
                 spec.setdefault("batch_size", self.batch_size)
+                spec.setdefault("batch_tokens", self.batch_tokens)
             self._judge = load_judge(spec)
         return self._judge
+
+    def batches(self, lengths: Sequence[int], *, per_item: int = 1, lm=None) -> list[list[int]]:
+        """Model batches over work of these token ``lengths`` (length-sorted, longest first): by the token
+        budget (``batch_tokens``, resolved by the model) when set, else ``batch_size // per_item`` items."""
+        if self.batch_tokens is None:
+            from ..backends.batching import fixed_batches
+
+            return fixed_batches(lengths, max(1, self.batch_size // per_item))
+        return (lm or self.model).plan(lengths, batch_tokens=self.batch_tokens)
 
     def model_identity(self) -> str | None:
         return self._model.identity if self.model_loaded else None

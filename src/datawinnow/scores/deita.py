@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.causal_lm import CausalLM, length_sorted_batches
+from ..backends.causal_lm import CausalLM
 from ..backends.judge import Judge, reads_probabilities
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
@@ -180,7 +180,7 @@ def deita_embeddings(dataset: Dataset, ctx: Context, source: str = "embedder") -
         return ids[r.id]
 
     def plan(todo: list[Record]):
-        return length_sorted_batches([len(ids_of(r)) for r in todo], ctx.batch_size)
+        return ctx.batches([len(ids_of(r)) for r in todo], lm=lm)
 
     def compute_lm(batch: list[Record]) -> list[dict]:
         return [{"emb": pack(v)} for v in last_token_states(lm, [ids_of(r) for r in batch])]

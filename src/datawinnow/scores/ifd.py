@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from ..backends.causal_lm import Pair, length_sorted_batches
+from ..backends.causal_lm import Pair
 from ..cache import ScoreStore
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
@@ -121,7 +121,7 @@ def ifd_losses(dataset: Dataset, ctx: Context, empty_prompt: str) -> tuple[np.nd
         lengths = [len(cond[r.id]) if r.id in cond else len(uncond_pair(r)) for r in todo]
         bar = progress_bar(len(todo), "ifd", ctx.progress)
         try:
-            for idx in length_sorted_batches(lengths, ctx.batch_size):
+            for idx in ctx.batches(lengths, lm=model):
                 batch = [todo[i] for i in idx]
                 fresh = [r for r in batch if r.id in cond]
                 if fresh:

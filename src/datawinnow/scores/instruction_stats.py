@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..backends.causal_lm import CausalLM, length_sorted_batches, to_numpy
+from ..backends.causal_lm import CausalLM, to_numpy
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
 from .base import Context, run_cached
@@ -71,7 +71,7 @@ def instruction_stats(dataset: Dataset, ctx: Context, text: str = "bare", lm: Ca
         return ids[r.id]
 
     def plan(todo: list[Record]):
-        return length_sorted_batches([len(ids_of(r)) for r in todo], ctx.batch_size)
+        return ctx.batches([len(ids_of(r)) for r in todo], lm=lm)
 
     def compute(batch: list[Record]) -> list[dict]:
         emb, ppl = embed_and_perplexity(lm, [ids_of(r) for r in batch])

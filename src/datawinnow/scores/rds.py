@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..backends.causal_lm import CausalLM, length_sorted_batches
+from ..backends.causal_lm import CausalLM
 from ..data.record import Dataset, Record
 from ..registry import SCORERS
 from .base import Context, Scorer, ScoreTable, run_cached
@@ -63,7 +63,7 @@ def rds_embeddings(dataset: Dataset, ctx: Context) -> tuple[np.ndarray, dict[str
         return seqs[r.id]
 
     def plan(todo: list[Record]):
-        return length_sorted_batches([len(ids_of(r)) for r in todo], ctx.batch_size)
+        return ctx.batches([len(ids_of(r)) for r in todo], lm=lm)
 
     def compute(batch: list[Record]) -> list[dict]:
         hidden, mask = lm.hidden_states([ids_of(r) for r in batch])
