@@ -201,15 +201,15 @@ def test_utility_kernel_cache_resumes_by_block(warm_lm, short_records, monkeypat
 
     monkeypatch.setattr(U, "logprobs_after_prefix", counting)
     with pytest.raises(KeyboardInterrupt):
-        utility_kernel(warm_lm, short_records, short_records, block_size=2, progress=False)
+        utility_kernel(warm_lm, short_records, short_records, block_size=2, progress=False, per_example=True)
     assert calls == [5, 5, 5]
     monkeypatch.setattr(U, "logprobs_after_prefix", lambda *a, **k: (calls.append("resumed"), real(*a, **k))[1])
     calls.clear()
-    full = utility_kernel(warm_lm, short_records, short_records, block_size=2, progress=False)
+    full = utility_kernel(warm_lm, short_records, short_records, block_size=2, progress=False, per_example=True)
     assert calls == ["resumed"] * 3  # block 0 (examples 0-1) came from the store
     assert isinstance(full.matrix, np.memmap)
     calls.clear()
-    again = utility_kernel(warm_lm, short_records, short_records, block_size=2, progress=False)
+    again = utility_kernel(warm_lm, short_records, short_records, block_size=2, progress=False, per_example=True)
     assert calls == [] and np.array_equal(np.asarray(again.matrix), np.asarray(full.matrix))
 
 
