@@ -110,3 +110,38 @@ def test_judge_rubric_rows_and_summary_skip_failed_items():
     s = summarize_rubric(rows)
     assert s["n"] == 2 and s["n_failed"] == 1
     assert s["creativity"] == pytest.approx(3.0) and s["mean"] == pytest.approx(30 / 8)
+
+
+class DigitJudge:
+    """Reads probabilities: for the dimension named in the last line, a fixed distribution over 1..5."""
+    identity = "digits"
+
+    def __init__(self, table):
+        self.table = table
+        self.seen = []
+
+    def choice_probs(self, conversations, choices):
+        assert list(choices) == ["1", "2", "3", "4", "5"]
+        rows = []
+        for conv in conversations:
+            text = conv[-1]["content"]
+            assert "Reply with a single integer from 1 to 5" in text and "eight lines" not in text
+            dim = next(d for d in DIMENSIONS if f"Now score only this dimension: {d} (" in text)
+            self.seen.append(dim)
+            rows.append(self.table.get(dim, [0.0, 0.0, 1.0, 0.0, 0.0]))
+        return rows
+
+
+def test_judge_rubric_expected_reads_digit_probabilities_per_dimension():
+    from datawinnow.evaluate.rubric import judge_rubric_expected
+
+    # Accuracy: 0.5 on "4" and 0.5 on "5" -> 4.5 by hand; Depth: all mass on "1" -> 1; the rest -> 3
+    judge = DigitJudge({"Accuracy": [0, 0, 0, 0.5, 0.5], "Depth": [1, 0, 0, 0, 0]})
+    rows = judge_rubric_expected(judge, ["q1", "q2"], ["a1", "a2"], ["r1", None])
+    assert len(judge.seen) == 16 and judge.seen[:8] == list(DIMENSIONS)
+    assert rows[0]["accuracy"] == pytest.approx(4.5) and rows[0]["depth"] == pytest.approx(1.0)
+    assert rows[0]["clarity"] == pytest.approx(3.0)
+    assert rows[0]["mean"] == pytest.approx((4.5 + 1.0 + 6 * 3.0) / 8)
+    assert rows[1] == rows[0] | {}
+    s = summarize_rubric(rows)
+    assert s["n"] == 2 and s["n_failed"] == 0 and s["mean"] == pytest.approx(23.5 / 8)

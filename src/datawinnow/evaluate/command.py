@@ -69,7 +69,8 @@ def add_parser(sub, formatter, add_model_options: Callable[[argparse.ArgumentPar
     g = p.add_argument_group("judge suites (rubric, winrate)")
     g.add_argument("--rubric-no-reference", action="store_true", help="do not show the reference answer to the rubric judge")
     g.add_argument("--judge-text", action="store_true",
-                   help="win rate from the judge's reply text even when it can read token probabilities")
+                   help="win rate and rubric from the judge's reply text even when it can read token "
+                        "probabilities (default then: expected digit / choice probabilities)")
     from ..backends import judge as judge_backend
 
     judge_backend.add_judge_options(p)  # the judge backend's own options (--judge, --judge-model, --judge-url, ...)

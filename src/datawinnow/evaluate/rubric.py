@@ -5,12 +5,20 @@ optionally the reference answer, and the response, and replies with one score pe
 reply is parsed strictly: a missing dimension, a score outside 1-5, a non-integer or two different
 scores for one dimension raise :class:`RubricParseError`; there is never a default score. The
 evaluation loop records such an item as failed (with the reason) and leaves it out of the means.
+
+A judge that reads token probabilities (a local model) can instead be asked one dimension at a time
+(:func:`judge_rubric_expected`): the same rubric, the reply primed to a single score, and the
+dimension's score is the expected value sum_k k p(k) over the digit tokens "1".."5" (the DEITA /
+AlpaGasus read-out). Nothing is parsed, so no item fails; small local judges that cannot write the
+eight-line reply still give a graded score.
 """
 
 from __future__ import annotations
 
 import json
 import re
+
+import numpy as np
 from typing import Sequence
 
 from ..backends.judge import JudgeError
@@ -57,6 +65,18 @@ def rubric_messages(instruction: str, response: str, reference: str | None = Non
         f"{fmt}"
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def rubric_dimension_messages(instruction: str, response: str, reference: str | None,
+                              dimension: str) -> list[dict[str, str]]:
+    """The rubric conversation asking for one dimension's score only (probability read-out)."""
+    messages = rubric_messages(instruction, response, reference)
+    user = messages[1]["content"]
+    head = user[:user.index("Reply with exactly these eight lines")]
+    messages[1] = {"role": "user", "content": head + (
+        f"Now score only this dimension: {dimension} ({DIMENSIONS[dimension]})\n"
+        "Reply with a single integer from 1 to 5 and nothing else.")}
+    return messages
 
 
 def _norm(name: str) -> str:
@@ -147,6 +167,27 @@ def judge_rubric(judge, instructions: Sequence[str], responses: Sequence[str],
             continue
         rows.append({**{_key(n): v for n, v in scores.items()}, "mean": sum(scores.values()) / len(scores),
                      "reply": reply})
+    return rows
+
+
+def judge_rubric_expected(judge, instructions: Sequence[str], responses: Sequence[str],
+                          references: Sequence[str | None] | None = None) -> list[dict]:
+    """One row per item: each dimension's expected score sum_k k p(k) over "1".."5", and their mean.
+
+    ``judge`` must read token probabilities (:func:`datawinnow.backends.judge.reads_probabilities`)."""
+    from ..backends.judge import expected_rating
+
+    refs = list(references) if references is not None else [None] * len(instructions)
+    names = list(DIMENSIONS)
+    convs = [rubric_dimension_messages(i, r, ref, name)
+             for i, r, ref in zip(instructions, responses, refs) for name in names]
+    digits = [str(k) for k in LEVELS]
+    probs = np.asarray(judge.choice_probs(convs, digits), dtype=np.float64).reshape(len(instructions), len(names), -1)
+    scores = expected_rating(probs.reshape(-1, len(digits)), [float(k) for k in LEVELS]).reshape(len(instructions), -1)
+    rows = []
+    for row in scores:
+        values = {_key(n): float(v) for n, v in zip(names, row)}
+        rows.append({**values, "mean": float(np.mean(row)), "readout": "expected"})
     return rows
 
 

@@ -82,15 +82,21 @@ class RubricSuite(Suite):
     def run(self, items, session):
         from .rubric import judge_rubric, summarize_rubric
 
+        from ..backends.judge import reads_probabilities
+        from .rubric import judge_rubric_expected
+
         use_ref = bool(session.options.get("rubric_reference", True))
         answers, examples, info = session.generate(items)
+        probs = reads_probabilities(session.judge) if session.options.get("judge_probs", True) else False
+        judge_fn = judge_rubric_expected if probs else judge_rubric
 
         def compute(batch, batch_answers):
-            return judge_rubric(session.judge, [r.prompt for r in batch], batch_answers,
-                                [r.output for r in batch] if use_ref else None)
+            return judge_fn(session.judge, [r.prompt for r in batch], batch_answers,
+                            [r.output for r in batch] if use_ref else None)
 
         judged, jinfo = session.judged("rubric", items, answers, info["generation_key"],
-                                       {"reference": use_ref, "version": 1}, compute)
+                                       {"reference": use_ref, "version": 1,
+                                        "readout": "expected" if probs else "text"}, compute)
         rows = _base_rows(items, answers, examples)
         for row, j in zip(rows, judged):
             row.update({k: v for k, v in j.items() if k not in ("id", "_key")})

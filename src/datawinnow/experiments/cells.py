@@ -138,9 +138,16 @@ def training_key(*, subset_fp: str, train: dict[str, Any], seed: int, model_id: 
                         **extra}, 24)
 
 
+# a suite whose scoring changed in a way its own cache keys cannot see gets a version here (rubric 2: a judge
+# that reads token probabilities scores each dimension by its expected digit, see evaluate/rubric.py)
+SUITE_VERSIONS: dict[str, int] = {"rubric": 2}
+
+
 def evaluation_key(cfg: ExperimentConfig, suite: SuiteSpec, *, subject: dict[str, Any], embedder_id: str | None) -> str:
     """``subject`` names what is evaluated (base model; adapter key; ICL subset and settings)."""
-    return stable_hash({"stage": "evaluation", "subject": subject, "suite": suite.name, "limit": suite.limit,
+    version = SUITE_VERSIONS.get(suite.name)
+    return stable_hash({"stage": "evaluation", **({"suite_version": version} if version else {}),
+                        "subject": subject, "suite": suite.name, "limit": suite.limit,
                         "data": suite.data.as_dict() if suite.data else None, "max_new_tokens": suite.max_new_tokens,
                         "generation": cfg.generation, "judge": cfg.judge, "embedder": embedder_id,
                         "system": cfg.model.system, "max_length": cfg.model.max_length}, 24)
