@@ -424,8 +424,8 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
             for j in dict.fromkeys(int(x) for x in row):  # unique, in order
                 lists[j].append(i)
     if block_size is None:
-        per_example = n_t if mode == "dense" else max(1.0, sum(map(len, lists)) / max(1, n_e))
-        block_size = int(max(1, min(n_e, BLOCK_PAIRS // per_example)))
+        pairs_each = n_t if mode == "dense" else max(1.0, sum(map(len, lists)) / max(1, n_e))
+        block_size = int(max(1, min(n_e, BLOCK_PAIRS // pairs_each)))
     meta = {
         "prompts": PROMPT_VERSION, "model": lm.identity, "max_length": lm.max_length, "mode": mode,
         "storage": storage, "targets": stable_hash([r.content_key() for r in targets]),
