@@ -69,14 +69,20 @@ def rubric_messages(instruction: str, response: str, reference: str | None = Non
 
 def rubric_dimension_messages(instruction: str, response: str, reference: str | None,
                               dimension: str) -> list[dict[str, str]]:
-    """The rubric conversation asking for one dimension's score only (probability read-out)."""
-    messages = rubric_messages(instruction, response, reference)
-    user = messages[1]["content"]
-    head = user[:user.index("Reply with exactly these eight lines")]
-    messages[1] = {"role": "user", "content": head + (
+    """The rubric conversation for one dimension only (probability read-out): that dimension's
+    question and the five anchored levels, about half the tokens of the eight-dimension prompt."""
+    levels = "\n".join(f"{k} - {text}" for k, text in LEVELS.items())
+    ref = (f"[Reference answer (one good answer, not the only acceptable one)]\n{reference}\n\n"
+           if reference and reference.strip() else "")
+    user = (
+        f"Evaluate the response to the instruction below on one dimension.\n\n"
+        f"Dimension: {dimension}: {DIMENSIONS[dimension]}\n\n"
+        f"Score it from 1 to 5 with these levels:\n{levels}\n\n"
+        f"[Instruction]\n{instruction}\n\n{ref}[Response]\n{response}\n\n"
         f"Now score only this dimension: {dimension} ({DIMENSIONS[dimension]})\n"
-        "Reply with a single integer from 1 to 5 and nothing else.")}
-    return messages
+        "Reply with a single integer from 1 to 5 and nothing else."
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
 def _norm(name: str) -> str:

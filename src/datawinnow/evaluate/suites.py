@@ -96,7 +96,7 @@ class RubricSuite(Suite):
 
         judged, jinfo = session.judged("rubric", items, answers, info["generation_key"],
                                        {"reference": use_ref, "version": 1,
-                                        "readout": "expected" if probs else "text"}, compute)
+                                        "readout": "expected-v2" if probs else "text"}, compute)
         rows = _base_rows(items, answers, examples)
         for row, j in zip(rows, judged):
             row.update({k: v for k, v in j.items() if k not in ("id", "_key")})

@@ -138,9 +138,9 @@ def training_key(*, subset_fp: str, train: dict[str, Any], seed: int, model_id: 
                         **extra}, 24)
 
 
-# a suite whose scoring changed in a way its own cache keys cannot see gets a version here (rubric 2: a judge
+# a suite whose scoring changed in a way its own cache keys cannot see gets a version here (rubric 3: a judge
 # that reads token probabilities scores each dimension by its expected digit, see evaluate/rubric.py)
-SUITE_VERSIONS: dict[str, int] = {"rubric": 2}
+SUITE_VERSIONS: dict[str, int] = {"rubric": 3}
 
 
 def evaluation_key(cfg: ExperimentConfig, suite: SuiteSpec, *, subject: dict[str, Any], embedder_id: str | None) -> str:
