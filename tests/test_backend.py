@@ -30,6 +30,7 @@ def smol_tokenizer(tiny_model_dir):
 
 
 def test_dtype_auto(monkeypatch):
+    monkeypatch.delenv("DATAWINNOW_AUTO_DTYPE", raising=False)  # the hardware rule itself, not the override
     cpu = torch.device("cpu")
     monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     assert dev.pick_dtype("auto", cpu) == torch.float32

@@ -42,8 +42,6 @@ def test_template_control_tokens_go_even_when_not_named_special(tokenizer):
     assert decode_generated(tok, [row]) == ["a <sep> b"]
 
 
-@pytest.mark.xfail(strict=True, reason="CausalLM.generate (backends/causal_lm.py) still decodes with "
-                   "skip_special_tokens=True; it must decode with decoding.decode_generated")
 def test_evaluation_answers_keep_the_new_token(tiny_model_dir):
     from datawinnow.backends import CausalLM
     from datawinnow.data.record import Dataset, Record

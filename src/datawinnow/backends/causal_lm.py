@@ -464,7 +464,9 @@ class CausalLM:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
         new = out[:, width:]
-        return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+        from .decoding import decode_generated
+
+        return decode_generated(tok, new.cpu())
 
     def iter_batches(self, pairs: Sequence[Pair], batch_size: int = 8,
                      batch_tokens=None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
