@@ -196,6 +196,7 @@ def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int]
     past = backbone(input_ids=torch.tensor([prefix], device=dev), use_cache=True).past_key_values
     kv = [(layer.keys, layer.values) for layer in past.layers]
     lp = len(prefix)
+    lm._count(lp, lp)
     pad = lm.tokenizer.pad_token_id
     out: list[np.ndarray | None] = [None] * len(parts)
     for idx in padded_batches([len(q) + len(r) for q, r in parts], batch_size):
@@ -210,6 +211,7 @@ def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int]
             ids[row, :len(q) + len(r)] = torch.tensor(q + r)
             mask[row, lp:lp + len(q) + len(r)] = 1
             pred[row, len(q) - 1:len(q) - 1 + len(r)] = True
+        lm._count(mask[:, lp:].sum(), mask[:, lp:].numel())
         cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv],
                              config=config)
         hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev), past_key_values=cache,

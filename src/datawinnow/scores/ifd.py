@@ -119,16 +119,26 @@ def ifd_losses(dataset: Dataset, ctx: Context, empty_prompt: str) -> tuple[np.nd
             return model.span_pair(u_text, span)
 
         lengths = [len(cond[r.id]) if r.id in cond else len(uncond_pair(r)) for r in todo]
+        def losses(pairs: list[Pair]) -> np.ndarray:
+            """Mean response NLL per pair; under a token budget the pairs of one planned batch are batched again
+            by their own lengths (the unconditioned pass's differ from the conditioned lengths the plan used)."""
+            if ctx.batch_tokens is None:
+                return model.response_loss(pairs)
+            out = np.empty(len(pairs), dtype=np.float32)
+            for idx, lps in model.iter_batches(pairs, batch_tokens=ctx.batch_tokens):
+                out[idx] = [-lp.mean() if len(lp) else np.nan for lp in lps]
+            return out
+
         bar = progress_bar(len(todo), "ifd", ctx.progress)
         try:
             for idx in ctx.batches(lengths, lm=model):
                 batch = [todo[i] for i in idx]
                 fresh = [r for r in batch if r.id in cond]
                 if fresh:
-                    for r, loss in zip(fresh, model.response_loss([cond[r.id] for r in fresh])):
+                    for r, loss in zip(fresh, losses([cond[r.id] for r in fresh])):
                         rows[r.id] = {"loss_conditioned": float(loss), "n_tokens": len(cond[r.id].response)}
                     passes["conditioned"] += len(fresh)
-                for r, loss in zip(batch, model.response_loss([uncond_pair(r) for r in batch])):
+                for r, loss in zip(batch, losses([uncond_pair(r) for r in batch])):
                     rows[r.id] = {**rows[r.id], u_key: float(loss), "id": r.id, "_key": r.content_key()}
                 passes[empty_prompt] += len(batch)
                 if store is not None:
