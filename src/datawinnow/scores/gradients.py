@@ -98,7 +98,8 @@ def batch_gradients(result: WarmupResult, pairs: Sequence[Pair],
     try:
         with torch.enable_grad():
             losses = completion_losses(model, batch)
-            outputs = [o for m in mods for _, o in calls[id(m)]]
+            recorded = {k: list(v) for k, v in calls.items()}  # the forward's calls (not a checkpointed recompute)
+            outputs = [o for m in mods for _, o in recorded[id(m)]]
             grads = iter(torch.autograd.grad(losses.sum(), outputs, allow_unused=True))
     finally:
         for h in handles:
@@ -106,7 +107,7 @@ def batch_gradients(result: WarmupResult, pairs: Sequence[Pair],
     rows = []
     for m in mods:
         total = None
-        for x, _ in calls[id(m)]:
+        for x, _ in recorded[id(m)]:
             g = next(grads)
             if g is None:
                 continue
