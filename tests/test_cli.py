@@ -24,7 +24,7 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["select", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: smollm2)" in text and "(default: 8)" in text and "(default: 512)" in text
+    assert "(default: smollm2)" in text and "(default: auto)" in text and "(default: 512)" in text
 
 
 def test_methods_lists_registered(capsys):

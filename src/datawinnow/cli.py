@@ -43,10 +43,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="system prompt: 'default' (the chat template's own; SmolLM2 adds its persona), 'none' (empty system turn), or a text")
     g.add_argument("--max-length", type=int, default=512, help="tokens per sequence (prompt + response); longer pairs are truncated")
     g.add_argument("--batch-size", type=int, default=None,
-                   help="fixed count: sequences per forward pass (length-sorted); overrides --batch-tokens")
+                   help="fixed count: sequences per forward pass (length-sorted); overrides --batch-tokens "
+                        "(None: batches by --batch-tokens)")
     g.add_argument("--batch-tokens", default="auto", metavar="N|auto",
                    help="token budget per forward pass (batch size x its longest sequence) over length-sorted work; "
-                        "auto: from free memory on CUDA, 16384 on a CPU (default: auto)")
+                        "auto: from free memory on CUDA, 16384 on a CPU, where batches also close at 2%% padding")
     g.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
     g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
