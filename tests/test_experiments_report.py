@@ -180,3 +180,15 @@ def test_cli_report(tmp_path, capsys):
     assert main(["report", str(run), "--no-map"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("datawinnow: error: ") and "cells[1].suites.generation.items[0].score" in err
+
+
+def test_header_names_a_partial_run():
+    from datawinnow.experiments.report import _cells_line
+
+    res = {"cells": [{"key": "zero_shot"}, {"key": "random/b=0.1/s=0"}]}
+    assert _cells_line(res) == "2 finished"
+    res["planned_cells"] = ["zero_shot", "random/b=0.1/s=0"]
+    assert _cells_line(res) == "2 of 2 planned, all finished"
+    res["planned_cells"] += ["ifd/b=0.1/s=0", "full"]
+    line = _cells_line(res)
+    assert "2 of 4 planned finished: a partial run" in line and line.endswith("not yet run: ifd/b=0.1/s=0, full")

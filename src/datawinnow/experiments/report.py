@@ -252,10 +252,25 @@ def facts(results: dict[str, Any], stats: dict[str, Any], command: str | None) -
                   + (f", {n_params / 1e6:.1f}M parameters" if isinstance(n_params, (int, float)) else "") + ")"),
         ("pool", f"{pool.get('source', '?')} ({pool.get('n', '?')} records, fingerprint {pool.get('fingerprint', '?')})"),
         ("mode", str(results.get("mode", "?"))),
+        ("cells", _cells_line(results)),
         ("suites", suites),
         ("statistics", f"{st['n_boot']} bootstrap replicates (items and seeds), seed {st['seed']}, "
                        f"{int(round(st['level'] * 100))}% intervals"),
     ]
+
+
+def _cells_line(results: dict[str, Any]) -> str:
+    """How many cells the report covers, and which planned ones a stopped run has not finished."""
+    done = [c["key"] for c in results.get("cells", [])]
+    planned = results.get("planned_cells")
+    if not planned:
+        return f"{len(done)} finished"
+    missing = [k for k in planned if k not in set(done)]
+    if not missing:
+        return f"{len(done)} of {len(planned)} planned, all finished"
+    shown = ", ".join(missing[:6]) + (f", ... ({len(missing) - 6} more)" if len(missing) > 6 else "")
+    return (f"**{len(done)} of {len(planned)} planned finished: a partial run** (rerun the command to resume); "
+            f"not yet run: {shown}")
 
 
 @dataclass

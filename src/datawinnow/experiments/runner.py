@@ -436,6 +436,7 @@ class Experiment:
         self.ensure_base()
         cells = self.cells()
         results = self._results_header()
+        results["planned_cells"] = [c.key for c in cells]  # a report on a stopped run says what is missing
         done: list[dict[str, Any]] = []
         bar = tqdm(total=len(cells), desc="experiment", unit="cell", disable=self.quiet, dynamic_ncols=True,
                    file=sys.stderr, smoothing=0.3)
