@@ -62,7 +62,7 @@ def main() -> None:
     max_length = args.max_length or (64 if args.tiny else 256)
 
     import datawinnow
-    from datawinnow.scores.gradients import auto_batch_tokens, example_gradient, example_gradients
+    from datawinnow.scores.gradients import auto_gradient_tokens, example_gradient, example_gradients
     from datawinnow.scores.less import gradient_features
     from datawinnow.scores.lora_warmup import WarmupConfig, lora_warmup, training_pair
     from datawinnow.scores.projection import CHUNK_ROWS, RademacherProjector
@@ -73,7 +73,7 @@ def main() -> None:
     warm = lora_warmup(lm, datawinnow.load("bundled:alpaca_en_demo")[:4],
                        WarmupConfig(epochs=1, lr=1e-2, batch_size=2, lora_r=args.lora_r), use_cache=False,
                        progress=False)  # two steps: non-zero LoRA B and Adam moments
-    batch_tokens = args.batch_tokens or auto_batch_tokens(warm)
+    batch_tokens = args.batch_tokens or auto_gradient_tokens(warm)
     pairs, t_tok = timed(lambda: [training_pair(lm, r) for r in recs])
     tokens = sum(len(p) for p in pairs)
     dim_in = sum(p.numel() for p in warm.parameters())

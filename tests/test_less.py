@@ -14,7 +14,7 @@ from datawinnow.data import Dataset, Record
 from datawinnow.errors import ConfigError
 from datawinnow.scores.base import Context
 from datawinnow.scores.gradients import (adam_direction, example_gradient, example_gradients, flat_state,
-                                        lora_linear_modules, token_batches)
+                                        gradient_batches, lora_linear_modules)
 from datawinnow.scores.less import gradient_features, less_influence, parse_checkpoints, subtasks, warmup_sample
 from datawinnow.scores.lora_warmup import (WarmupConfig, WarmupResult, collate, completion_loss, completion_losses,
                                            lora_warmup, training_pair)
@@ -89,9 +89,11 @@ def test_vectorised_gradients_and_features_equal_the_per_example_loop(tiny_lm, p
     recs = pool[:12]
     lengths = [len(training_pair(tiny_lm, r)) for r in recs]
     budget = 3 * max(lengths)  # several batches, padded ones among them
-    assert len(token_batches(lengths, budget)) > 2
+    batches = gradient_batches(warm, lengths, batch_size=4)
+    assert len(batches) == 3 and any(len({lengths[i] for i in b}) > 1 for b in batches)
     loop = torch.stack([example_gradient(warm, r) for r in recs])
-    vec = example_gradients(warm, recs, batch_tokens=budget)
+    vec = example_gradients(warm, recs, batch_size=4)
+    torch.testing.assert_close(example_gradients(warm, recs, batch_tokens=budget), vec, rtol=1e-4, atol=1e-7)
     assert vec.shape == loop.shape and loop.abs().sum(dim=1).min() > 0
     rel = ((vec.cpu() - loop).norm(dim=1) / loop.norm(dim=1)).max()
     assert rel < 1e-4
@@ -103,25 +105,26 @@ def test_vectorised_gradients_and_features_equal_the_per_example_loop(tiny_lm, p
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
 
 
-def test_token_batches_keep_length_order_within_the_budget():
-    assert token_batches([5, 9, 2, 9, 4], 18) == [[1, 3], [0, 4, 2]]  # 2 x 9 and 3 x 5 padded tokens
-    assert token_batches([30, 2], 10) == [[0], [1]]  # a sequence longer than the budget still gets a batch
-
-
-def test_batch_token_budget(tiny_lm, pool, monkeypatch):
+def test_gradient_batches_auto_budget_and_the_runs_settings(tiny_lm, pool, monkeypatch):
     from datawinnow.scores import gradients
-    from datawinnow.scores.less import parse_batch_tokens
+    from datawinnow.scores.less import LessScorer
 
     warm = WarmupResult(model=tiny_lm.model, base=tiny_lm, checkpoints=[], losses=[], key="", names=[])
     per_token = 24 * 2 * 32 * 4  # activations x layers x hidden x fp32 bytes of the tiny model
     monkeypatch.setattr(gradients, "CPU_ACTIVATION_BYTES", 1000 * per_token + 5)
-    assert gradients.auto_batch_tokens(warm) == 1000
+    assert gradients.auto_gradient_tokens(warm) == 1000
     monkeypatch.setattr(gradients, "CPU_ACTIVATION_BYTES", 2**40)
-    assert gradients.auto_batch_tokens(warm) == 65536
-    assert parse_batch_tokens("auto") is None and parse_batch_tokens("2048") == 2048 and parse_batch_tokens(512) == 512
-    for bad in (0, "12.5", "many", True):
-        with pytest.raises(ConfigError, match="batch_tokens must be 'auto' or a whole number >= 1"):
-            parse_batch_tokens(bad)
+    assert gradients.auto_gradient_tokens(warm) == 65536
+    # 2 x 9 padded tokens; then 5, 5, 4: within 18 tokens but 1 padded per 14 real (> 2% on a CPU); 2 alone
+    assert gradient_batches(warm, [5, 9, 2, 9, 4, 5], batch_tokens=18) == [[1, 3], [0, 5], [4], [2]]
+    assert gradient_batches(warm, [5, 9, 2, 9, 4], batch_size=2) == [[1, 3], [0, 4], [2]]
+    ctx = Context(model=tiny_lm, batch_size=3)  # the library's default: fixed batches of batch_size
+    assert LessScorer().gradient_batching(ctx) == {"batch_size": 3}
+    assert LessScorer().gradient_batching(Context(model=tiny_lm, batch_tokens="auto")) == {"batch_tokens": None}
+    assert LessScorer().gradient_batching(Context(model=tiny_lm, batch_tokens=999)) == {"batch_tokens": 999}
+    assert LessScorer(batch_tokens="2048").gradient_batching(ctx) == {"batch_tokens": 2048}
+    with pytest.raises(ConfigError, match="batch_tokens must be 'auto' or a whole number >= 1"):
+        LessScorer(batch_tokens=0).gradient_batching(ctx)
 
 
 def test_lora_layers_that_are_not_plain_linear_weights_use_the_loop(tiny_lm, pool):

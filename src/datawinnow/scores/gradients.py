@@ -25,6 +25,7 @@ from typing import Sequence
 
 import torch
 
+from ..backends.batching import CPU_MAX_PADDING, OomSplitter, plan_batches
 from ..backends.causal_lm import Pair
 from .lora_warmup import Checkpoint, WarmupResult, collate, completion_loss, completion_losses, training_pair
 
@@ -125,10 +126,11 @@ def batch_gradients(result: WarmupResult, pairs: Sequence[Pair],
     return torch.cat(rows, dim=1)
 
 
-def auto_batch_tokens(result: WarmupResult) -> int:
-    """Padded tokens per :func:`batch_gradients` pass: the batch whose kept activations (estimated as
-    ``ACTIVATIONS_PER_LAYER`` hidden-size values per token and layer) take about 1 GiB on a CPU, a quarter
-    of the free memory on CUDA; between 256 and 65,536.
+def auto_gradient_tokens(result: WarmupResult) -> int:
+    """The ``auto`` token budget of a :func:`batch_gradients` pass: the batch whose kept activations (estimated
+    as ``ACTIVATIONS_PER_LAYER`` hidden-size values per token and layer) take about 1 GiB on a CPU, a
+    quarter of the free memory on CUDA; between 256 and 65,536. Smaller than a forward pass's budget
+    (:func:`~datawinnow.backends.batching.auto_batch_tokens`): a backward keeps every layer's activations.
 
     On a CPU the forward and backward passes of a 100M+ model are compute-bound already at batch size 1,
     and larger batches only add memory traffic (embedded SmolLM2, fp32: 4,096-token batches ran 1.6x
@@ -144,24 +146,23 @@ def auto_batch_tokens(result: WarmupResult) -> int:
     return int(min(MAX_BATCH_TOKENS, max(256, budget // per_token)))
 
 
-def token_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Indices in length order (longest first) cut into batches of at most ``batch_tokens`` padded tokens
-    (at least one sequence each)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    out: list[list[int]] = []
-    for i in order:
-        if out and (len(out[-1]) + 1) * lengths[out[-1][0]] <= batch_tokens:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
+def gradient_batches(result: WarmupResult, lengths: Sequence[int], *, batch_tokens: int | None = None,
+                     batch_size: int | None = None) -> list[list[int]]:
+    """Length-sorted batches for :func:`batch_gradients`: ``batch_size`` sequences each when given (a fixed
+    count), else at most ``batch_tokens`` padded tokens each (None: :func:`auto_gradient_tokens`), on a CPU
+    also closed where padding would pass 2% of the real tokens (:mod:`datawinnow.backends.batching`)."""
+    if batch_size is not None:
+        return plan_batches(lengths, batch_size=batch_size)
+    budget = batch_tokens or auto_gradient_tokens(result)
+    cpu = result.base.device.type == "cpu"
+    return plan_batches(lengths, batch_tokens=budget, max_padding=CPU_MAX_PADDING if cpu else None)
 
 
 def example_gradients(result: WarmupResult, records, *, vectorized: bool = True, batch_tokens: int | None = None,
-                      pairs: Sequence[Pair] | None = None) -> torch.Tensor:
-    """``[n, D]`` float32 per-example gradients of ``records`` in order: batched (:func:`batch_gradients`, on the
-    model's device, ``batch_tokens`` padded tokens a pass, None: :func:`auto_batch_tokens`) when ``vectorized``
-    and the LoRA layers allow it, else one sample at a time (on the CPU).
+                      batch_size: int | None = None, pairs: Sequence[Pair] | None = None) -> torch.Tensor:
+    """``[n, D]`` float32 per-example gradients of ``records`` in order: batched (:func:`batch_gradients` over
+    :func:`gradient_batches`, on the model's device; on CUDA an out-of-memory error halves the batch and
+    retries) when ``vectorized`` and the LoRA layers allow it, else one sample at a time (on the CPU).
 
     ``pairs``: the records' training pairs, when the caller has them already.
     """
@@ -172,13 +173,15 @@ def example_gradients(result: WarmupResult, records, *, vectorized: bool = True,
     mods = lora_linear_modules(result) if vectorized else None
     if mods is None:
         return torch.stack([example_gradient(result, r, p) for r, p in zip(records, pairs)])
-    out = None
-    for idx in token_batches([len(p) for p in pairs], batch_tokens or auto_batch_tokens(result)):
-        g = batch_gradients(result, [pairs[i] for i in idx], mods)
-        if out is None:
-            out = torch.empty((len(pairs), g.shape[1]), dtype=torch.float32, device=g.device)
-        out[torch.tensor(idx, device=g.device)] = g
-    return out
+    lengths = [len(p) for p in pairs]
+    splitter = OomSplitter()
+    rows: list[torch.Tensor | None] = [None] * len(pairs)
+    for idx in gradient_batches(result, lengths, batch_tokens=batch_tokens, batch_size=batch_size):
+        got = splitter.run(idx, [lengths[i] for i in idx],
+                           lambda part: list(batch_gradients(result, [pairs[i] for i in part], mods)))
+        for i, g in zip(idx, got):
+            rows[i] = g
+    return torch.stack(rows)
 
 
 def adam_direction(grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,

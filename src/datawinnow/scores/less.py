@@ -4,8 +4,8 @@
    (:mod:`.lora_warmup`). The paper trains 4 epochs; the default is 2 because every checkpoint costs
    one gradient pass over pool and targets (``epochs=4`` reproduces the paper).
 2. At each checkpoint c, per-example LoRA gradients, each of the sample's own loss as at batch size 1
-   but computed for a whole batch (``batch_tokens`` padded tokens, ``auto``: sized to the model and
-   device) in one forward and backward pass
+   but computed for a whole batch in one forward and backward pass (batches: the ``batch_tokens``
+   parameter, else the run's ``--batch-tokens``/``--batch-size``; ``auto`` sized for a backward pass)
    (:mod:`.gradients`): for pool samples Adam's update direction Gamma from the checkpoint's moments
    (no bias correction), for target samples the plain gradient; on the model's device.
 3. A seeded Rademacher projection to ``dim`` dimensions (:mod:`.projection`), then unit norm.
@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..backends.batching import parse_batch_tokens
 from ..backends.causal_lm import Pair
 from ..data.record import Dataset, Record
 from ..errors import BudgetError, ConfigError
@@ -81,19 +82,6 @@ def subtasks(records: Sequence[Record]) -> tuple[list[str], np.ndarray]:
     return names, np.array(index, dtype=np.int64)
 
 
-def parse_batch_tokens(value: Any) -> int | None:
-    """The ``batch_tokens`` parameter: 'auto' (None: sized to the model and device) or a whole number >= 1."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return None
-    try:
-        n = float(value)
-    except (TypeError, ValueError):
-        n = float("nan")
-    if isinstance(value, bool) or not n >= 1 or n != int(n):
-        raise ConfigError(f"less: batch_tokens must be 'auto' or a whole number >= 1, got {value!r}")
-    return int(n)
-
-
 def less_influence(pool: Sequence[np.ndarray], target: Sequence[np.ndarray], task_of: np.ndarray,
                    n_tasks: int, lrs: Sequence[float]) -> np.ndarray:
     """Influence per (pool sample, subtask): sum_c lr_c * mean_{j in s} <pool_c[i], target_c[j]>.
@@ -111,18 +99,20 @@ def less_influence(pool: Sequence[np.ndarray], target: Sequence[np.ndarray], tas
 
 def gradient_features(warm: WarmupResult, index: int, records: Sequence[Record], kind: str,
                       projector: RademacherProjector, *, vectorized: bool = True, batch_tokens: int | None = None,
-                      moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      batch_size: int | None = None, moments: tuple[torch.Tensor, torch.Tensor] | None = None,
                       pairs: Sequence[Pair] | None = None) -> np.ndarray:
     """Unit-normalised projected features [n, d] of ``records`` at checkpoint ``index`` (loaded into the model).
 
     kind 'adam': Adam's update direction (pool samples), 'sgd': the plain gradient (targets).
     ``vectorized``: per-example gradients of a whole batch at once, preconditioning and projection on
-    the model's device (:func:`~.gradients.example_gradients`); False: the reference loop, one sample at
-    a time. ``moments``: the checkpoint's flat (exp_avg, exp_avg_sq), to reuse across calls; ``pairs``: the
+    the model's device (:func:`~.gradients.example_gradients`, batches by ``batch_size`` sequences or
+    ``batch_tokens`` padded tokens, default auto); False: the reference loop, one sample at a time.
+    ``moments``: the checkpoint's flat (exp_avg, exp_avg_sq), to reuse across calls; ``pairs``: the
     records' training pairs, when the caller has them already.
     """
     ck = warm.load_checkpoint(index)
-    grads = example_gradients(warm, records, vectorized=vectorized, batch_tokens=batch_tokens, pairs=pairs)
+    grads = example_gradients(warm, records, vectorized=vectorized, batch_tokens=batch_tokens, batch_size=batch_size,
+                              pairs=pairs)
     if kind == "adam":
         m, v = moments or (flat_state(ck, warm.names, "exp_avg"), flat_state(ck, warm.names, "exp_avg_sq"))
         grads = adam_direction(grads, m.to(grads.device), v.to(grads.device), ck.betas, ck.eps)
@@ -132,7 +122,8 @@ def gradient_features(warm: WarmupResult, index: int, records: Sequence[Record],
 
 
 def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: str, projector: RademacherProjector,
-                        ctx: Context, *, batch_tokens: int | None = None) -> tuple[np.ndarray, dict]:
+                        ctx: Context, *, batch_tokens: int | None = None,
+                        batch_size: int | None = None) -> tuple[np.ndarray, dict]:
     """Unit-normalised projected gradients [n, d] at checkpoint ``index``: kind 'adam' (pool) or 'sgd' (targets)."""
     ck = warm.checkpoints[index]
     moments = None
@@ -149,8 +140,8 @@ def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: 
         return [order[k:k + rows_per_pass] for k in range(0, len(order), rows_per_pass)]
 
     def compute(batch: list[Record]) -> list[dict]:
-        feats = gradient_features(warm, index, batch, kind, projector, batch_tokens=batch_tokens, moments=moments,
-                                  pairs=[pairs.pop(r.id) for r in batch])
+        feats = gradient_features(warm, index, batch, kind, projector, batch_tokens=batch_tokens,
+                                  batch_size=batch_size, moments=moments, pairs=[pairs.pop(r.id) for r in batch])
         return [{"g": pack(f)} for f in feats]
 
     params = {"kind": kind, "warmup": warm.key, "epoch": ck.epoch, "dim": projector.d, "proj_seed": projector.seed}
@@ -168,6 +159,19 @@ class LessScorer(Scorer):
                 "target_modules": "q_proj,k_proj,v_proj,o_proj", "dim": 1024, "checkpoints": "all",
                 "batch_tokens": "auto"}
 
+    def gradient_batching(self, ctx: Context) -> dict[str, int | None]:
+        """How gradient passes are batched: the ``batch_tokens`` parameter when a number; else the run's
+        ``--batch-tokens`` when a number, ``--batch-size`` sequences when the run asks for a fixed count, and
+        otherwise ``auto`` (:func:`~.gradients.auto_gradient_tokens`: a backward keeps every layer's
+        activations, so a forward pass's budget would be too large)."""
+        own = parse_batch_tokens(self.params["batch_tokens"])
+        if isinstance(own, int):
+            return {"batch_tokens": own}
+        run = ctx.batch_tokens
+        if run is None:
+            return {"batch_size": int(ctx.batch_size)}
+        return {"batch_tokens": run if isinstance(run, int) else None}
+
     def warmup_config(self, seed: int) -> WarmupConfig:
         p = self.params
         return WarmupConfig(epochs=int(p["epochs"]), lr=float(p["lr"]), batch_size=int(p["warmup_batch_size"]),
@@ -182,7 +186,7 @@ class LessScorer(Scorer):
         cfg = self.warmup_config(ctx.seed)
         cfg.check()
         which = parse_checkpoints(self.params["checkpoints"], cfg.epochs)
-        batch_tokens = parse_batch_tokens(self.params["batch_tokens"])
+        batching = self.gradient_batching(ctx)
         lm = ctx.model
         warm_idx = warmup_sample(len(dataset), self.params["warmup_size"], ctx.seed)
         warm = lora_warmup(lm, [dataset[i] for i in warm_idx], cfg, use_cache=ctx.use_cache, progress=ctx.progress,
@@ -193,7 +197,7 @@ class LessScorer(Scorer):
         pool_feats, target_feats, infos = [], [], {}
         for c in which:
             for source, kind, feats in ((dataset, "adam", pool_feats), (target, "sgd", target_feats)):
-                feats.append(projected_gradients(source, warm, c, kind, projector, ctx, batch_tokens=batch_tokens)[0])
+                feats.append(projected_gradients(source, warm, c, kind, projector, ctx, **batching)[0])
         lrs = [warm.checkpoints[c].lr for c in which]
         if not sum(lrs) > 0:
             raise ConfigError("less: the warm-up's checkpoints have zero learning rate (more steps or a lower warmup_ratio)")
