@@ -100,3 +100,20 @@ def summarize_accuracy(rows: Sequence[dict[str, Any]], metrics: dict[str, str],
         out[f"by_{by}"] = {g: {"n": len(rs), **{m: sum(bool(r[f]) for r in rs) / len(rs) for m, f in metrics.items()}}
                            for g, rs in sorted(groups.items())}
     return out
+
+
+def load_bundled_items(name: str, item_from_row: Callable[[dict, int], Record], what: str) -> Dataset:
+    """A bundled evaluation file's rows as records (``item_from_row(row, index)``); a malformed row is one
+    DataError naming the file and line."""
+    from ..data.bundled import bundled_path
+    from ..data.readers import iter_jsonl
+    from ..errors import DataError
+
+    path = bundled_path(name)
+    records: list[Record] = []
+    for line, row in iter_jsonl(path):
+        try:
+            records.append(item_from_row(row, len(records)))
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise DataError(f"malformed {what} row ({e})", path=str(path), line=line) from None
+    return Dataset(records, path=f"bundled:{name}")

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..data.record import Dataset, Record
-from ..errors import DataError
 from ..registry import SUITES
-from .loglikelihood import Request, score_requests, summarize_accuracy
+from .loglikelihood import Request, load_bundled_items, score_requests, summarize_accuracy
 from .multiple_choice import mc_record
 from .suites import Suite
 
@@ -44,17 +43,7 @@ def item_from_row(row: dict[str, Any], k: int) -> Record:
 
 
 def load_items() -> Dataset:
-    from ..data.bundled import bundled_path
-    from ..data.readers import iter_jsonl
-
-    path = bundled_path(BUNDLED)
-    records = []
-    for line, row in iter_jsonl(path):
-        try:
-            records.append(item_from_row(row, len(records)))
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise DataError(f"malformed WinoGrande row ({e})", path=str(path), line=line) from None
-    return Dataset(records, path=f"bundled:{BUNDLED}")
+    return load_bundled_items(BUNDLED, item_from_row, "WinoGrande")
 
 
 def requests(record: Record) -> list[Request]:
