@@ -114,7 +114,8 @@ def main() -> None:
     ap.add_argument("--kernel-n", type=int, default=20, help="DELIFT: an n x n utility kernel")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--parts", default="ifd,delift", help="comma-separated: ifd, delift")
+    ap.add_argument("--parts", default="ifd,delift,cost",
+                    help="comma-separated: ifd, delift, cost (bf16 IFD time with the float32 head against the bf16 head)")
     ap.add_argument("--quick", action="store_true", help="48 records, a 10 x 10 kernel")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -136,6 +137,22 @@ def main() -> None:
         run_ifd(fp32, bf16, ds, args.batch_size)
     if "delift" in parts:
         run_delift(fp32, bf16, recs, args.batch_size)
+    if "cost" in parts:
+        run_cost(bf16, ds[:48], args.batch_size)
+
+
+def run_cost(bf16, ds, batch_size: int) -> None:
+    """What the float32 head costs a bf16 model: IFD timed with each head, alternating, best of three."""
+    times = {"float32 head": [], "bf16 head": []}
+    for _ in range(3):
+        for head in times:
+            t0 = time.perf_counter()
+            with bf16_head() if head == "bf16 head" else contextlib.nullcontext():
+                ifd_scores(bf16, ds, batch_size)
+            times[head].append(time.perf_counter() - t0)
+    new, old = min(times["float32 head"]), min(times["bf16 head"])
+    print(f"cost: bf16 IFD on {len(ds)} records: float32 head {new:.1f} s, bf16 head {old:.1f} s "
+          f"({new / old:.2f}x the time)", flush=True)
 
 
 def run_ifd(fp32, bf16, ds, batch_size: int) -> None:
