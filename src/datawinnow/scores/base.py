@@ -302,13 +302,20 @@ def run_cached(
             bar.close()
         if store is not None:
             store.compact()
+    return [rows[r.id] for r in dataset], run_summary(scorer, len(dataset), len(todo), t0)
+
+
+def run_summary(scorer: str, n_total: int, n_computed: int, t0: float, *, extra: dict[str, Any] | None = None,
+                detail: str = "") -> dict[str, Any]:
+    """A cached run's info dict (computed, cached, ``extra``, seconds, rate), logged when anything was computed;
+    ``detail`` goes inside the log line's parentheses."""
     seconds = time.perf_counter() - t0
-    info = {"computed": len(todo), "cached": len(dataset) - len(todo), "seconds": round(seconds, 3),
-            "samples_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}
-    if todo:
-        log.info(f"{scorer}: scored {len(todo)} samples in {seconds:.1f} s ({len(todo) / seconds:.2f} samples/s); "
-                 f"{info['cached']} from cache")
-    return [rows[r.id] for r in dataset], info
+    info = {"computed": n_computed, "cached": n_total - n_computed, **(extra or {}), "seconds": round(seconds, 3),
+            "samples_per_s": round(n_computed / seconds, 3) if n_computed and seconds > 0 else None}
+    if n_computed:
+        log.info(f"{scorer}: scored {n_computed} samples in {seconds:.1f} s ({n_computed / seconds:.2f} samples/s"
+                 f"{detail}); {info['cached']} from cache")
+    return info
 
 
 def sequential_plan(batch_size: int) -> Callable[[list[Record]], Iterable[list[int]]]:

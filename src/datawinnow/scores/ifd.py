@@ -26,7 +26,6 @@ makes many rankings tie).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
@@ -37,9 +36,8 @@ from ..cache import ScoreStore
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable, progress_bar
+from .base import Context, Scorer, ScoreTable, progress_bar, run_summary
 
-log = logging.getLogger(__name__)
 
 VARIANTS = ("loss_ratio", "ppl_ratio")
 EMPTY_PROMPTS = ("auto", "bare", "template")
@@ -148,12 +146,8 @@ def ifd_losses(dataset: Dataset, ctx: Context, empty_prompt: str) -> tuple[np.nd
             bar.close()
         if store is not None:
             store.compact()
-    seconds = time.perf_counter() - t0
-    info = {"computed": len(todo), "cached": len(dataset) - len(todo), "passes": passes, "seconds": round(seconds, 3),
-            "samples_per_s": round(len(todo) / seconds, 3) if todo and seconds > 0 else None}
-    if todo:
-        log.info(f"ifd: scored {len(todo)} samples in {seconds:.1f} s ({len(todo) / seconds:.2f} samples/s; passes "
-                 f"{', '.join(f'{k} {v}' for k, v in passes.items())}); {info['cached']} from cache")
+    info = run_summary("ifd", len(dataset), len(todo), t0, extra={"passes": passes},
+                       detail="; passes " + ", ".join(f"{k} {v}" for k, v in passes.items()))
     ordered = [rows[r.id] for r in dataset]
     lc = np.array([r["loss_conditioned"] for r in ordered], dtype=np.float64)
     lu = np.array([r[u_key] for r in ordered], dtype=np.float64)
