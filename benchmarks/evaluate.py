@@ -58,7 +58,7 @@ def main() -> None:
 
 def multiple_choice(lm, args) -> None:
     from datawinnow.evaluate.multiple_choice import choice_pairs, load_task, score_choices
-    from datawinnow.scores.base import Context
+    from datawinnow.runtime.context import Context
 
     n_mc = 8 if args.quick else 48
     items = load_task("arc_easy")[:n_mc]
@@ -85,7 +85,7 @@ def multiple_choice(lm, args) -> None:
 def generation(lm, args) -> None:
     from datawinnow.data import load
     from datawinnow.evaluate.generate import GenerationParams, chat_prompt, generate_cached
-    from datawinnow.scores.base import Context
+    from datawinnow.runtime.context import Context
 
     ctx = Context(model=lm, progress=False, batch_size=args.batch_size, use_cache=False)
     n_gen = 4 if args.quick else 16

@@ -56,7 +56,7 @@ def naive_ifd(lm, pairs_c, pairs_u) -> tuple[np.ndarray, float]:
 
 def run_regime(name: str, lm, ds, args, peak: float, *, batch_tokens) -> None:
     import datawinnow
-    from datawinnow.scores.base import Context
+    from datawinnow.runtime.context import Context
     from datawinnow.scores.ifd import ifd_pairs
 
     pairs = [ifd_pairs(lm, r, "bare") for r in ds]

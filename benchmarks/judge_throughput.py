@@ -73,7 +73,7 @@ def bench_local(n: int, max_tokens: int, model: str | None) -> None:
     from datawinnow.backends import CausalLM
     from datawinnow.data import load
     from datawinnow.registry import SCORERS
-    from datawinnow.scores.base import Context
+    from datawinnow.runtime.context import Context
 
     ds = load("bundled:alpaca_en_demo")
     short = sorted(ds[:200], key=lambda r: (len(r.prompt) + len(r.output), r.id))[:n]

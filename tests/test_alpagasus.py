@@ -10,7 +10,7 @@ from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError
 from datawinnow.registry import METHODS, SCORERS
 from datawinnow.scores.alpagasus import alpagasus_conversation
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from datawinnow.scores.judging import parse_rating
 from datawinnow.select.methods.alpagasus import threshold_select
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import datawinnow
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 import datawinnow
 from datawinnow.backends import CausalLM
 from datawinnow.cache import ScoreStore
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 
 class Boom(RuntimeError):
@@ -81,7 +81,7 @@ KILL_SCRIPT = r"""
 import sys, time
 import datawinnow
 from datawinnow.backends import CausalLM
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 real = CausalLM.response_loss
 def slow(self, pairs):

@@ -13,7 +13,8 @@ import datawinnow
 from datawinnow.cli import main
 from datawinnow.errors import ConfigError
 from datawinnow.registry import METHODS
-from datawinnow.scores.base import Context, ScoreTable
+from datawinnow.scores.base import ScoreTable
+from datawinnow.runtime.context import Context
 from datawinnow.scores.cherry import band_sample, cherry_sizes, kmeans_labels
 from datawinnow.scores.instruction_stats import instruction_stats
 

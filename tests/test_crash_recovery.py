@@ -71,7 +71,7 @@ def test_score_killed_and_rerun(tmp_path, tiny_model_dir):
     assert (int(m.group(1)), int(m.group(2))) == (200 - len(stored), len(stored))  # no finished batch recomputed
 
     from datawinnow.backends import CausalLM
-    from datawinnow.scores.base import Context
+    from datawinnow.runtime.context import Context
 
     lm = CausalLM.load(tiny_model_dir, device="cpu", dtype="fp32", max_length=128)
     whole = datawinnow.score(str(pool), "ifd", ctx=Context(model=lm, batch_size=2, use_cache=False, progress=False))

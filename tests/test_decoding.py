@@ -46,7 +46,7 @@ def test_evaluation_answers_keep_the_new_token(tiny_model_dir):
     from datawinnow.backends import CausalLM
     from datawinnow.data.record import Dataset, Record
     from datawinnow.evaluate.generate import GenerationParams, generate_cached
-    from datawinnow.scores.base import Context
+    from datawinnow.runtime.context import Context
 
     lm = CausalLM.load(tiny_model_dir, device="cpu", dtype="fp32")
     lm.tokenizer.add_tokens(["<sep>"], special_tokens=True)

@@ -11,7 +11,7 @@ from datawinnow.backends.judge import Judge
 from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError
 from datawinnow.registry import METHODS, SCORERS
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from datawinnow.scores.deita import (DEITA_COMPLEXITY_INPUT, complexity_conversation, deita_embeddings, evol_score,
                                      quality_conversation)
 from datawinnow.select.repr_filter import representation_filter

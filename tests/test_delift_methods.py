@@ -14,7 +14,7 @@ from datawinnow.backends.embedder import Embedder
 from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError, MissingDependencyError
 from datawinnow.registry import METHODS
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 VECTORS = {"alpha": (1.0, 0.0), "alpha again": (1.0, 0.0), "omega": (-1.0, 0.0), "beta": (0.0, 1.0)}
 

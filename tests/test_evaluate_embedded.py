@@ -7,7 +7,7 @@ import pytest
 from datawinnow.data import load
 from datawinnow.evaluate import EvalSession, GenerationParams, evaluate
 from datawinnow.evaluate.icl import ICLExamples
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from datawinnow.data.record import Dataset, Record
 from datawinnow.evaluate import EvalSession, evaluate
 from datawinnow.evaluate import hellaswag, winogrande
 from datawinnow.evaluate.loglikelihood import request_pair
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 
 # ------------------------------------------------------------------------------------------ preprocessing

@@ -11,7 +11,7 @@ from datawinnow.backends.judge import Judge, JudgeError
 from datawinnow.data.record import Dataset
 from datawinnow.evaluate.multiple_choice import load_task, mc_record, score_choices, summarize_mc
 from datawinnow.evaluate.winrate import judge_pairs, parse_verdict, summarize_winrate
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 
 def _single_token_words(lm, words):

@@ -15,7 +15,7 @@ from datawinnow.data.record import Dataset, Record
 from datawinnow.evaluate import EvalSession, GenerationParams, evaluate
 from datawinnow.evaluate.icl import ICLExamples, icl_user_text
 from datawinnow.evaluate.results import summary_table
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 VOCAB = ["cat", "dog", "car", "rain", "code"]
 

@@ -20,7 +20,7 @@ from datawinnow.errors import ConfigError
 from datawinnow.evaluate import EvalSession, GenerationParams, evaluate
 from datawinnow.evaluate.generate import PromptTokenizer
 from datawinnow.evaluate.icl import ICLExamples
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from datawinnow.train.delia import build_cache
 
 KEY = "sk-gen-SECRET-42"

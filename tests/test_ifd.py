@@ -18,7 +18,7 @@ import datawinnow
 from datawinnow.backends import CausalLM
 from datawinnow.backends.causal_lm import truncate_pair
 from datawinnow.data import Dataset, Record
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from datawinnow.scores.ifd import ifd_value
 
 

@@ -13,7 +13,7 @@ from datawinnow.backends.judge import (JudgeError, add_judge_options, expected_r
                                        reads_probabilities)
 from datawinnow.backends.judge_local import LocalJudge
 from datawinnow.errors import ConfigError
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 CONVS = [
     [{"role": "system", "content": "You grade answers."}, {"role": "user", "content": "Rate: 2 + 2 = 4. Score 1-6:"}],

@@ -7,7 +7,7 @@ import pytest
 
 from datawinnow.data import load
 from datawinnow.registry import METHODS, SCORERS
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 pytestmark = pytest.mark.slow
 

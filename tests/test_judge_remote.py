@@ -17,7 +17,7 @@ from datawinnow.backends.judge_remote import RemoteJudge, RemoteLogprobJudge
 from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError
 from datawinnow.registry import METHODS, SCORERS
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 KEY = "sk-test-SECRET-0123456789"
 

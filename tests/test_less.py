@@ -12,7 +12,7 @@ import datawinnow
 from datawinnow.cli import main
 from datawinnow.data import Dataset, Record
 from datawinnow.errors import ConfigError
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from datawinnow.scores.gradients import (adam_direction, example_gradient, example_gradients, flat_state,
                                         gradient_batches, lora_linear_modules)
 from datawinnow.scores.less import gradient_features, less_influence, parse_checkpoints, subtasks, warmup_sample

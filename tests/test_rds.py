@@ -12,7 +12,7 @@ import torch
 import datawinnow
 from datawinnow.data.record import Dataset, Record
 from datawinnow.registry import METHODS, SCORERS
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from datawinnow.scores.rds import (POOL_MEAN, position_weighted_mean, rds_embeddings, rds_select, round_robin,
                                    sample_ids, task_scores)
 

@@ -15,7 +15,7 @@ from datawinnow.backends.judge import Judge
 from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError
 from datawinnow.options import UnknownOptionError
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from datawinnow.select.manifest import build_manifest
 
 

@@ -12,7 +12,7 @@ from datawinnow.backends.judge_local import LocalJudge
 from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError
 from datawinnow.registry import METHODS, SCORERS
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from datawinnow.scores.selectit import (RATING_PROMPTS, model_level, parameter_count, sentence_level, token_level)
 
 

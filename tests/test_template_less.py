@@ -16,7 +16,7 @@ from datawinnow.backends import CausalLM
 from datawinnow.data import Dataset, Record
 from datawinnow.data.prompts import ALPACA_PROMPT_NO_INPUT
 from datawinnow.registry import METHODS, SCORERS, SUITES
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 from test_evaluate_runner import KeywordEmbedder
 
 SMALL_LORA = {"epochs": 1, "lr": 0.05, "target_modules": "all-linear"}

@@ -10,7 +10,7 @@ import datawinnow
 from datawinnow.backends.batching import CPU_BATCH_TOKENS, OomSplitter, auto_batch_tokens, token_budget_batches
 from datawinnow.backends.causal_lm import CausalLM
 from datawinnow.errors import ConfigError
-from datawinnow.scores.base import Context
+from datawinnow.runtime.context import Context
 
 
 @pytest.fixture()

@@ -9,7 +9,8 @@ from .errors import ConfigError
 from .options import check_options, keyword_names
 from .preflight import check_output_file
 from .registry import METHODS, SCORERS
-from .scores.base import Context, ScoreTable
+from .scores.base import ScoreTable
+from .runtime.context import Context
 from .select.base import Selection
 from .select.manifest import build_manifest, manifest_path, write_manifest
 
@@ -21,7 +22,7 @@ def load(source: Any, **kwargs: Any) -> Dataset:
 
 
 def _check_options(where: str, given: dict[str, Any], own: tuple[str, ...]) -> None:
-    check_options(where, given, own, more=keyword_names(Context.__init__))
+    check_options(where, given, own, more=Context.option_names())
 
 
 def _refuse_overwriting_input(out: Any, dataset: Dataset) -> None:

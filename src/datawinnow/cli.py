@@ -65,7 +65,7 @@ def _add_judge_options(p: argparse.ArgumentParser) -> None:
 def _context(args: argparse.Namespace, sources: dict | None = None):
     from .backends.judge import judge_spec_from_args
     from .data.prompts import system_from_cli
-    from .scores.base import Context
+    from .runtime.context import Context
 
     from .preflight import check_device_name
 

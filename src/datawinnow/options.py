@@ -43,7 +43,7 @@ def check_options(where: str, given: Iterable[str], valid: Iterable[str], *, mor
     """Raise :class:`UnknownOptionError` for the first name in ``given`` not in ``valid`` or ``more``.
 
     ``where`` names the function (``datawinnow.select()``); ``more`` are further valid names listed
-    separately (the :class:`~datawinnow.scores.base.Context` options the function passes on).
+    separately (the :class:`~datawinnow.runtime.context.Context` options the function passes on).
     """
     valid, more = list(valid), list(more)
     allowed = set(valid) | set(more)

@@ -189,6 +189,7 @@ class CausalLM:
         self.packing = packing_supported(self._unwrapped())
         self.padding = {"real": 0, "computed": 0}  # token positions entering the backbone: real, and computed
         self._auto_tokens: int | None = None
+        self.source: str | None = None  # the name it was loaded from (``NAME+ADAPTER``): what another process loads
         # budget batches' padding cap (batching module): on a CPU padded positions cost as much as real ones
         self.max_padding: float | None = CPU_MAX_PADDING if self.device.type == "cpu" else None
 
@@ -226,7 +227,9 @@ class CausalLM:
             tokenizer = cls._adapter_tokenizer(model, tokenizer, adapter)
             model, ident = cls._apply_adapter(model, adapter, ident)
         model.to(dev)
-        return cls(model, tokenizer, identity=f"{ident}|{dtype_name(dt)}", system=system, max_length=max_length)
+        lm = cls(model, tokenizer, identity=f"{ident}|{dtype_name(dt)}", system=system, max_length=max_length)
+        lm.source = f"{name}+{adapter}" if adapter else (None if name in LM_ALIASES and name is None else name)
+        return lm
 
     @staticmethod
     def _adapter_tokenizer(model, tokenizer, adapter: str):

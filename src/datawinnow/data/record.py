@@ -116,18 +116,35 @@ class Dataset(Sequence[Record]):
         return h.hexdigest()[:16]
 
 
+class IdAssigner:
+    """The id rules of :func:`assign_ids`, one record at a time (for readers that stream).
+
+    Keeps one dict entry per distinct id seen (the only per-record state of a streamed read).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}  # base id -> (times seen << 1) | (seen as a record's own id)
+
+    def __call__(self, r: Record) -> bool:
+        """Give ``r`` its final id; returns whether its own (non-empty) id repeats one a record had earlier."""
+        own = bool(r.id)
+        if not own:
+            r.id = r.content_key()
+        base = r.id
+        code = self._seen.get(base, 0)
+        n = (code >> 1) + 1
+        self._seen[base] = (n << 1) | (code & 1) | own
+        if n > 1:
+            r.id = f"{base}~{n}"
+        return own and bool(code & 1)
+
+
 def assign_ids(records: list[Record]) -> list[Record]:
     """Give records without an id a content-hash id; make repeated ids unique (``ID~2``, ``ID~3``, ...).
 
     Both rules depend only on the content and the order, so ids are stable across runs.
     """
-    seen: dict[str, int] = {}
+    assign = IdAssigner()
     for r in records:
-        if not r.id:
-            r.id = r.content_key()
-        base = r.id
-        n = seen.get(base, 0) + 1
-        seen[base] = n
-        if n > 1:
-            r.id = f"{base}~{n}"
+        assign(r)
     return records

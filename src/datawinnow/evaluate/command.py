@@ -101,7 +101,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..backends.generator_remote import generator_from_args
     from ..data import load, load_column_map
     from ..data.prompts import system_from_cli
-    from ..scores.base import Context
+    from ..runtime.context import Context
     from .contamination import training_data_from_adapter
     from .generate import GenerationParams
     from .icl import ICLExamples

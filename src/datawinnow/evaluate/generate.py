@@ -1,6 +1,6 @@
 """Cached, resumable generation of answers for evaluation items.
 
-Generations are stored like scores (:func:`datawinnow.scores.base.run_cached`): one store per
+Generations are stored like scores (:func:`datawinnow.runtime.runner.run_cached`): one store per
 (model identity, generation parameters, prompt recipe), one row per item with the answer text, so a
 second suite over the same items (ROUGE, then the judge rubric, then the win rate) reuses them and a
 killed run resumes where it stopped.
@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 from ..backends.decoding import DECODE_RULE
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
-from ..scores.base import Context, run_cached, sequential_plan
+from ..runtime.context import Context
+from ..runtime.runner import run_cached, sequential_plan
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ The harness's rule for causal LMs (``loglikelihood`` requests of its ``multiple_
 An empty context is replaced by the start marker (BOS, else EOS), as the harness does. Scoring is one
 batched teacher-forced pass (:meth:`CausalLM.response_logprobs` over length-sorted batches, by token budget
 when ``batch_tokens`` is set), cached
-per record with :func:`~datawinnow.scores.base.run_cached`. No chat template: these are the
+per record with :func:`~datawinnow.runtime.runner.run_cached`. No chat template: these are the
 harness's plain-text prompts.
 """
 
@@ -23,7 +23,8 @@ import numpy as np
 
 from ..backends.causal_lm import Pair, truncate_pair
 from ..data.record import Dataset, Record
-from ..scores.base import Context, run_cached
+from ..runtime.context import Context
+from ..runtime.runner import run_cached
 
 Request = tuple[str, str]  # (context, continuation)
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..data.record import Dataset, Record, assign_ids
 from ..errors import ConfigError, DataError
-from ..scores.base import Context, run_cached
+from ..runtime.context import Context
+from ..runtime.runner import run_cached
 
 LETTERS = "ABCDEFGHIJ"
 TEMPLATES = ("chat", "plain")

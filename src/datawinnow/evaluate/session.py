@@ -10,7 +10,8 @@ from ..backends.decoding import DECODE_RULE
 from ..cache import stable_hash
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
-from ..scores.base import Context, run_cached, sequential_plan
+from ..runtime.context import Context
+from ..runtime.runner import run_cached, sequential_plan
 from .generate import GenerationParams, PromptTokenizer, chat_prompt, generate_cached, generate_remote_cached
 
 DEFAULT_DATA = "bundled:alpaca_eval_gpt4_baseline"

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..backends.embedder import Embedder
-from ..scores.base import Context
+from ..runtime.context import Context
 
 
 @dataclass

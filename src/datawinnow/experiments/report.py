@@ -357,7 +357,7 @@ def selection_map(results: dict[str, Any], *, embedder: Any = None, reducer: str
     """Small multiples of the pool's 2-D map: one panel per method (rows, random included) and budget
     (columns), each showing the subset of its lowest seed."""
     from ..kernels.embedding import embed_records
-    from ..scores.base import Context
+    from ..runtime.context import Context
     from ..select.plot import project_2d
 
     pool = load_pool(results)

@@ -35,7 +35,7 @@ def record_text(record: Record, field: str) -> str:
 
 def embed_records(records: Sequence[Record] | Dataset, ctx: Any, field: str = "prompt_response") -> np.ndarray:
     """float32 ``[len(records), d]`` unit-normalised embeddings, cached per record and embedder."""
-    from ..scores.base import run_cached, sequential_plan
+    from ..runtime.runner import run_cached, sequential_plan
 
     if field not in TEXT_FIELDS:
         raise ConfigError(f"embed_text must be one of {', '.join(TEXT_FIELDS)}, got '{field}'")

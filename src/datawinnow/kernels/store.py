@@ -180,7 +180,7 @@ def build_blocked(
     """
     import scipy.sparse as sp
 
-    from ..scores.base import progress_bar
+    from ..runtime.progress import progress_bar
 
     if store is not None:
         hit = store.load()

@@ -439,7 +439,7 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
 
     base = store.load_vector("base") if store is not None else None
     if base is None or len(base) != n_t:
-        from ..scores.base import progress_bar
+        from ..runtime.progress import progress_bar
 
         pairs = [tokens.no_example_pair(r) for r in targets]
         base = np.zeros(n_t, dtype=np.float64)

@@ -1,5 +1,8 @@
-"""Per-sample scores behind one interface (:class:`Scorer`) and a registry (``datawinnow.registry.SCORERS``)."""
+"""Per-sample scores behind one interface (:class:`Scorer`) and a registry (``datawinnow.registry.SCORERS``).
 
-from .base import Context, Scorer, ScoreTable, run_cached
+The resources a scorer uses (:class:`datawinnow.runtime.Context`) and the cached batch runner
+(:func:`datawinnow.runtime.run_cached`) live in the runtime layer below."""
 
-__all__ = ["Context", "ScoreTable", "Scorer", "run_cached"]
+from .base import Scorer, ScoreTable
+
+__all__ = ["ScoreTable", "Scorer"]

@@ -18,7 +18,9 @@ import numpy as np
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable, run_cached
+from .base import Scorer, ScoreTable
+from ..runtime.context import Context
+from ..runtime.runner import run_cached
 from .judging import check_readout, expected_scores, finite_or_nan, judge_plan, parse_rating, transcript, unparsable
 
 PROMPT_VERSION = "alpagasus-v1"

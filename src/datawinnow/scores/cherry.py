@@ -25,7 +25,8 @@ import numpy as np
 from ..data.record import Dataset
 from ..errors import ConfigError
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable
+from .base import Scorer, ScoreTable
+from ..runtime.context import Context
 from .ifd import VARIANTS, ifd_losses, ifd_value, resolve_empty_prompt
 from .instruction_stats import instruction_stats
 from .lora_warmup import WarmupConfig, describe, lora_warmup

@@ -30,7 +30,9 @@ from ..backends.judge import Judge, reads_probabilities
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable, run_cached
+from .base import Scorer, ScoreTable
+from ..runtime.context import Context
+from ..runtime.runner import run_cached
 from .judging import expected_scores, judge_plan, turns
 from .vectors import pack, unpack_rows
 
@@ -166,7 +168,7 @@ def deita_embeddings(dataset: Dataset, ctx: Context, source: str = "embedder") -
             vecs = emb.encode([sample_text(r) for r in batch])
             return [{"emb": pack(v)} for v in vecs]
 
-        from .base import sequential_plan
+        from ..runtime.runner import sequential_plan
 
         rows, info = run_cached(dataset, scorer="deita-embed", params={"source": "embedder"},
                                 identity=emb.identity, compute=compute, plan=sequential_plan(64), ctx=ctx)

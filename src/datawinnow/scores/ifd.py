@@ -36,7 +36,10 @@ from ..cache import ScoreStore
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable, progress_bar, run_summary
+from .base import Scorer, ScoreTable
+from ..runtime.context import Context
+from ..runtime.progress import progress_bar
+from ..runtime.runner import run_summary
 
 
 VARIANTS = ("loss_ratio", "ppl_ratio")

@@ -23,7 +23,8 @@ import torch
 from ..backends.causal_lm import CausalLM, to_numpy
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
-from .base import Context, run_cached
+from ..runtime.context import Context
+from ..runtime.runner import run_cached
 from .vectors import pack, unpack_rows
 
 TEXTS = ("bare", "template")

@@ -10,7 +10,8 @@ import numpy as np
 from ..backends.judge import Judge, JudgeError, expected_rating, reads_probabilities
 from ..data.record import Record
 from ..errors import ConfigError, DataError
-from .base import Context, sequential_plan
+from ..runtime.context import Context
+from ..runtime.runner import sequential_plan
 
 READOUTS = ("text", "expected")
 

@@ -7,7 +7,8 @@ import numpy as np
 from ..data.record import Dataset
 from ..errors import ConfigError
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable
+from .base import Scorer, ScoreTable
+from ..runtime.context import Context
 
 
 @SCORERS.register

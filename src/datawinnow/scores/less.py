@@ -31,7 +31,9 @@ from ..data.record import Dataset, Record
 from ..errors import BudgetError, ConfigError
 from ..registry import SCORERS
 from ..select.budget import resolve_budget
-from .base import Context, Scorer, ScoreTable, run_cached
+from .base import Scorer, ScoreTable
+from ..runtime.context import Context
+from ..runtime.runner import run_cached
 from .gradients import adam_direction, example_gradients, flat_state
 from .lora_warmup import WarmupConfig, WarmupResult, describe, lora_warmup, training_pair
 from .projection import RademacherProjector

@@ -31,7 +31,7 @@ from ..backends.causal_lm import CausalLM, Pair
 from ..cache import atomic_write_bytes, atomic_write_json, cache_root, stable_hash
 from ..data.record import Record
 from ..errors import ConfigError, DataError, MissingDependencyError
-from .base import progress_bar
+from ..runtime.progress import progress_bar
 
 IGNORE = -100
 SCHEDULES = ("linear", "constant")

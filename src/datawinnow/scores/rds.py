@@ -25,7 +25,9 @@ import torch
 from ..backends.causal_lm import CausalLM
 from ..data.record import Dataset, Record
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable, run_cached
+from .base import Scorer, ScoreTable
+from ..runtime.context import Context
+from ..runtime.runner import run_cached
 from .vectors import pack, unit_rows, unpack_rows
 
 POOLING = "position_weighted_mean"

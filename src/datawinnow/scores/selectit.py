@@ -24,7 +24,9 @@ from ..backends.judge import Judge, reads_probabilities
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
 from ..registry import SCORERS
-from .base import Context, Scorer, ScoreTable, run_cached
+from .base import Scorer, ScoreTable
+from ..runtime.context import Context
+from ..runtime.runner import run_cached
 from .judging import judge_plan, transcript
 
 PROMPT_VERSION = "selectit-v1"

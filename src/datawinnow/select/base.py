@@ -12,7 +12,8 @@ import numpy as np
 from ..data.record import Dataset
 from ..errors import ConfigError
 from ..registry import SCORERS
-from ..scores.base import Context, ScoreTable
+from ..scores.base import ScoreTable
+from ..runtime.context import Context
 from .budget import resolve_budget
 
 

@@ -74,7 +74,7 @@ def build_cache(queries: Dataset, lm, out: str | os.PathLike, *, batch_size: int
     server) answers instead (``lm`` may then be None): batches of ``batch_size`` queries in order, each
     query sampled with its own seed derived from ``seed`` and its id, so answers do not depend on batching.
     """
-    from ..scores.base import progress_bar
+    from ..runtime.progress import progress_bar
 
     if batch_size < 1 or max_new_tokens < 1:
         raise ConfigError("delia build-cache: batch size and max new tokens must be >= 1")

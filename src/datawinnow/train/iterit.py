@@ -219,7 +219,7 @@ def ifd_score_fn(lm, records, *, batch_size: int = 8, progress: bool = True) -> 
     """``score_fn`` for the schedule: IFD ``ppl_ratio`` with the model being trained (eval mode, no grad; the
     aligned response span and the start-token rule of :func:`~datawinnow.scores.ifd.ifd_losses`; never cached,
     the weights change between calls)."""
-    from ..scores.base import Context
+    from ..runtime.context import Context
     from ..scores.ifd import ifd_losses
 
     def score(indices: list[int]) -> np.ndarray:

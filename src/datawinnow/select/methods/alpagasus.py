@@ -9,7 +9,7 @@ import numpy as np
 from ...data.record import Dataset
 from ...errors import ConfigError
 from ...registry import METHODS
-from ...scores.base import Context
+from ...runtime.context import Context
 from ..base import Method, Selection, ScoreTopK, rank_desc
 
 

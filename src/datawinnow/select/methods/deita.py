@@ -8,7 +8,7 @@ import numpy as np
 
 from ...data.record import Dataset
 from ...registry import METHODS
-from ...scores.base import Context
+from ...runtime.context import Context
 from ...scores.deita import deita_embeddings
 from ..base import ScoreTopK, Selection, rank_desc
 from ..repr_filter import representation_filter

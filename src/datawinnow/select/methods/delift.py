@@ -35,7 +35,7 @@ import numpy as np
 from ...data.record import Dataset
 from ...errors import ConfigError
 from ...registry import METHODS
-from ...scores.base import Context
+from ...runtime.context import Context
 from ..base import Method, Selection
 from ..submodular import (
     FacilityLocation,

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...data.record import Dataset
 from ...registry import METHODS
-from ...scores.base import Context
+from ...runtime.context import Context
 from ..base import Method, Selection
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 from ...data.record import Dataset
 from ...registry import METHODS
-from ...scores.base import Context
+from ...runtime.context import Context
 from ...scores.rds import POOL_MEAN, rds_embeddings, rds_select, target_tasks
 from ..base import Method, Selection
 

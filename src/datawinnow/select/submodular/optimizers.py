@@ -45,7 +45,7 @@ def _check_budget(obj: Objective, k: int) -> int:
 
 
 def _bar(k: int, desc: str, progress: bool):
-    from ...scores.base import progress_bar
+    from ...runtime.progress import progress_bar
 
     return progress_bar(k, desc, progress, unit="pick")
 
