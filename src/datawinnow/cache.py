@@ -1,6 +1,7 @@
 """The on-disk cache: atomic writes, and per-sample score stores that survive kill -9.
 
-Layout under the cache root (``$DATAWINNOW_CACHE``, default ``~/.cache/datawinnow``)::
+Layout under the cache root (:func:`cache_root`: the folder of the innermost :func:`use_cache_root`
+block, else ``$DATAWINNOW_CACHE``, else ``~/.cache/datawinnow``)::
 
     models/                       dense copies of embedded models
     scores/<scorer>-<key>/        one store per (scorer, parameters, model identity)
@@ -21,20 +22,48 @@ file the user writes, not the 0600 of a bare temporary file.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 
+_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("datawinnow_cache_root", default=None)
+
+
 def cache_root() -> Path:
+    """The cache folder: the innermost :func:`use_cache_root` block's, else ``$DATAWINNOW_CACHE``, else
+    ``~/.cache/datawinnow``."""
+    scoped = _ROOT.get()
+    if scoped is not None:
+        return scoped
     root = os.environ.get("DATAWINNOW_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "datawinnow")
     return Path(root)
+
+
+@contextlib.contextmanager
+def use_cache_root(path: str | os.PathLike | None) -> Iterator[Path]:
+    """Point :func:`cache_root` at ``path`` inside the block (None: leave it as it is); yields the root in force.
+
+    The setting is a context variable, not an environment write: it is undone on leaving the block
+    (blocks nest), and it is seen by this thread and by code run in a copy of its context, not by other
+    threads or processes (those are given their cache folder explicitly, e.g. ``RuntimeOptions.cache_dir``).
+    """
+    if path is None:
+        yield cache_root()
+        return
+    token = _ROOT.set(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        _ROOT.reset(token)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

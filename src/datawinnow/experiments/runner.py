@@ -625,7 +625,7 @@ def private_cache(root: Path):
     """Point the datawinnow cache at ``root`` (score and kernel stores, LoRA warm-ups) for the duration,
     with the embedded models shared through a link, so a selection group's caches start empty and are
     seen by no other group."""
-    from ..cache import cache_root
+    from ..cache import cache_root, use_cache_root
 
     real = cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -633,15 +633,8 @@ def private_cache(root: Path):
     link = root / "models"
     if not link.exists():
         link.symlink_to((real / "models").resolve(), target_is_directory=True)
-    old = os.environ.get("DATAWINNOW_CACHE")
-    os.environ["DATAWINNOW_CACHE"] = str(root)
-    try:
+    with use_cache_root(root):
         yield
-    finally:
-        if old is None:
-            os.environ.pop("DATAWINNOW_CACHE", None)
-        else:
-            os.environ["DATAWINNOW_CACHE"] = old
 
 
 INNER_LOGGERS = ("datawinnow.scores", "datawinnow.select", "datawinnow.kernels", "datawinnow.train",
