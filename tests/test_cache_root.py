@@ -39,3 +39,15 @@ def test_stores_follow_the_scoped_root(tmp_path):
     with use_cache_root(tmp_path):
         store = ScoreStore("length", {"p": 1}, None)
     assert store.dir.parent == tmp_path / "scores"
+
+
+def test_the_cli_runs_a_command_under_its_cache_dir(tmp_path, monkeypatch, _isolated_cache):
+    import datawinnow.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "cmd_score", lambda args: seen.append(cache_root()) or 0)
+    code = cli.main(["score", "pool.jsonl", "--scorer", "length", "--out", str(tmp_path / "s.jsonl"),
+                     "--cache-dir", str(tmp_path / "c")])
+    assert code == 0 and seen == [tmp_path / "c"]
+    assert cache_root() == Path(_isolated_cache)  # nothing left behind
+    assert os.environ["DATAWINNOW_CACHE"] == str(_isolated_cache)

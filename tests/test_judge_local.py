@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from datawinnow.backends.judge import (JudgeError, add_judge_options, expected_rating, judge_from_args, load_judge,
-                                       reads_probabilities)
+from datawinnow.backends.judge import JudgeError, expected_rating, load_judge, reads_probabilities
 from datawinnow.backends.judge_local import LocalJudge
+from datawinnow.cli_options import add_judge_options, judge_from_args
 from datawinnow.errors import ConfigError
 from datawinnow.runtime.context import Context
 

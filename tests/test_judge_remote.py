@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from datawinnow.backends.judge import JudgeError, judge_from_args, load_judge
+from datawinnow.backends.judge import JudgeError, load_judge
+from datawinnow.cli_options import judge_from_args
 from datawinnow.backends.judge_remote import RemoteJudge, RemoteLogprobJudge
 from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError
@@ -300,7 +301,7 @@ def test_cli_select_with_remote_judge(server, tmp_path, capsys):
 def test_judge_from_args_remote(server):
     import argparse
 
-    from datawinnow.backends.judge import add_judge_options
+    from datawinnow.cli_options import add_judge_options
 
     p = argparse.ArgumentParser()
     add_judge_options(p)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -30,56 +29,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"datawinnow: error: {command + ': ' if command else ''}{one_line(message)}\n")
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="smollm2",
-                   help="causal LM: smollm2 (embedded SmolLM2-135M-Instruct), a local folder, a hub id, or NAME+ADAPTER_DIR")
-    g.add_argument("--adapter", default=None, help="a LoRA adapter folder to apply on top of --model")
-    g.add_argument("--embedder", default="minilm", help="sentence embedder: minilm (embedded all-MiniLM-L6-v2), a folder or a hub id")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16, fp32 otherwise")
-    g.add_argument("--system", default="default",
-                   help="system prompt: 'default' (the chat template's own; SmolLM2 adds its persona), 'none' (empty system turn), or a text")
-    g.add_argument("--max-length", type=int, default=512, help="tokens per sequence (prompt + response); longer pairs are truncated")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help="fixed count: sequences per forward pass (length-sorted); overrides --batch-tokens "
-                        "(None: batches by --batch-tokens)")
-    g.add_argument("--batch-tokens", default="auto", metavar="N|auto",
-                   help="token budget per forward pass (batch size x its longest sequence) over length-sorted work; "
-                        "auto: from free memory on CUDA, 16384 on a CPU, where batches also close at 2%% padding")
-    g.add_argument("--seed", type=int, default=0, help="seed for every random choice")
-    g.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
-    g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
-    g.add_argument("--quiet", action="store_true",
-                   help="no progress bars, no information lines, and none of the ML libraries' loading bars and "
-                        "warnings (errors and datawinnow's own warnings still show)")
-
-
-def _add_judge_options(p: argparse.ArgumentParser) -> None:
-    from .backends.judge import add_judge_options
-
-    add_judge_options(p)
-
-
 def _context(args: argparse.Namespace, sources: dict | None = None):
-    from .backends.judge import judge_spec_from_args
-    from .data.prompts import system_from_cli
+    from .cli_options import runtime_options_from_args
     from .runtime.context import Context
 
-    from .preflight import check_device_name
-
-    if args.cache_dir:
-        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
-    check_device_name(args.device)
-    model = args.model
-    if args.adapter:
-        model = f"{model}+{args.adapter}"
-    return Context(model=model, embedder=args.embedder, device=args.device, dtype=args.dtype,
-                   system=system_from_cli(args.system), max_length=args.max_length, batch_size=args.batch_size or 8,
-                   batch_tokens=None if args.batch_size else args.batch_tokens,
-                   use_cache=not args.no_cache, progress=not args.quiet, seed=args.seed, sources=sources or {},
-                   judge=judge_spec_from_args(args))
+    return Context.from_options(runtime_options_from_args(args), sources=sources)
 
 
 def _param_help(registry_name: str) -> str:
@@ -170,11 +124,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .cli_options import EXECUTOR_FLAGS, JUDGE_FLAGS, MODEL_FLAGS, add_runtime_options
+    from .runtime.describe import package_version
 
     parser = _Parser(prog="datawinnow", formatter_class=_Formatter,
                      description="Decide which instruction data an LLM should be fine-tuned on.", epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"datawinnow {__version__}")
+    parser.add_argument("--version", action="version", version=f"datawinnow {package_version()}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error instead of one line (accepted anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -204,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--out", required=True, help="scores as JSONL: id, score, and the scorer's parts")
     p_score.add_argument("--target", default=None, help="target-task samples, for task-specific scorers (less, rds)")
     p_score.add_argument("--columns", default=None, help="column map (JSON file or inline JSON) for sources with other column names")
-    _add_model_options(p_score)
-    _add_judge_options(p_score)
+    add_runtime_options(p_score, include=MODEL_FLAGS + JUDGE_FLAGS + EXECUTOR_FLAGS)
     p_score.set_defaults(func=cmd_score)
 
     p_sel = sub.add_parser("select", help="select a subset and write it with its manifest", formatter_class=_Formatter,
@@ -223,26 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_sel.add_argument("--plot", default=None, metavar="PATH",
                        help="also draw a 2-D map of the pool's sentence embeddings with the selection highlighted "
                             "(UMAP if installed, else PCA; needs matplotlib)")
-    _add_model_options(p_sel)
-    _add_judge_options(p_sel)
+    add_runtime_options(p_sel, include=MODEL_FLAGS + JUDGE_FLAGS + EXECUTOR_FLAGS)
     p_sel.set_defaults(func=cmd_select)
 
     p_m = sub.add_parser("methods", help="list selection methods and scorers", formatter_class=_Formatter)
     p_m.add_argument("-v", "--verbose", action="store_true", help="also show each one's parameters and defaults")
     p_m.set_defaults(func=cmd_methods)
 
-    from .train.cli import add_delia_parser, add_train_parser  # train/delia commands live with their code
-    add_train_parser(sub, _Formatter)
-    add_delia_parser(sub, _Formatter)
+    from .commands import evaluate, experiment, report, train  # the commands with a module of their own
 
-    from .evaluate.command import add_parser as add_evaluate_parser  # evaluate lives with its code
-    add_evaluate_parser(sub, _Formatter, _add_model_options)
-
-    from .experiments.command import add_parser as add_experiment_parser  # run-experiment lives with its code
-    add_experiment_parser(sub, _Formatter)
-
-    from .experiments.report_command import add_parser as add_report_parser  # report lives with its code
-    add_report_parser(sub, _Formatter)
+    train.add_train_parser(sub, _Formatter)
+    train.add_delia_parser(sub, _Formatter)
+    evaluate.add_parser(sub, _Formatter)
+    experiment.add_parser(sub, _Formatter)
+    report.add_parser(sub, _Formatter)
     return parser
 
 
@@ -258,7 +206,9 @@ def _debug_first(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user's mistake ends with one ``datawinnow: error:`` line and exit code 2
-    (``--debug``: the traceback instead); an interruption with 130."""
+    (``--debug``: the traceback instead); an interruption with 130. The command runs with the cache
+    folder of its ``--cache-dir`` (:func:`~datawinnow.cache.use_cache_root`)."""
+    from .cache import use_cache_root
     from .errors import user_message
     from .logs import configure
 
@@ -266,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_debug_first(sys.argv[1:] if argv is None else argv))
     configure(quiet=bool(getattr(args, "quiet", False)), debug=args.debug)
     try:
-        return int(args.func(args) or 0)
+        with use_cache_root(getattr(args, "cache_dir", None)):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("datawinnow: interrupted; finished batches are cached, rerun to resume", file=sys.stderr)
         return 130

@@ -61,36 +61,3 @@ class RemoteGenerator(ChatCompletionsClient):
             return self.content(self.request(body)).strip()
 
         return self.map(one, range(len(convs)))
-
-
-def add_generate_options(parser, what: str) -> None:
-    """The ``--generate-*`` options (an argument group) of a command that generates text; ``what`` names it."""
-    g = parser.add_argument_group(f"generation through an OpenAI-compatible server ({what})")
-    g.add_argument("--generate-url", default=None, metavar="URL",
-                   help="base URL of a vLLM, SGLang, TGI, llama.cpp or OpenAI server (e.g. http://localhost:8000/v1): "
-                        "it answers instead of the local --model")
-    g.add_argument("--generate-model", default=None, metavar="NAME",
-                   help="the model name the server serves (needed with --generate-url)")
-    g.add_argument("--generate-key-env", default="OPENAI_API_KEY", metavar="VAR",
-                   help="name of the environment variable holding the API key (none sent when unset; never logged)")
-    g.add_argument("--generate-concurrency", type=int, default=8, help="requests in flight")
-    g.add_argument("--generate-timeout", type=float, default=300.0, help="seconds per request")
-    g.add_argument("--generate-retries", type=int, default=3,
-                   help="retries on timeouts, connection errors, 429 and 5xx, with exponential back-off")
-
-
-def generator_from_args(args, system: str | None = None) -> RemoteGenerator | None:
-    """The generator the ``--generate-*`` options name, or None when ``--generate-url`` is absent."""
-    from ..errors import ConfigError
-
-    url = getattr(args, "generate_url", None)
-    model = getattr(args, "generate_model", None)
-    if not url:
-        if model:
-            raise ConfigError("--generate-model needs --generate-url (the server's base URL)")
-        return None
-    if not model:
-        raise ConfigError("--generate-url needs --generate-model (the model name the server serves)")
-    return RemoteGenerator(url, model, system=system, api_key_env=args.generate_key_env,
-                           concurrency=args.generate_concurrency, timeout=args.generate_timeout,
-                           max_retries=args.generate_retries)

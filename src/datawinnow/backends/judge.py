@@ -2,8 +2,8 @@
 
 Two implementations live beside this file (``judge_local.py``: any causal LM from the model
 backend; ``judge_remote.py``: any OpenAI-compatible chat-completions endpoint). Callers depend
-only on :class:`Judge`, :func:`load_judge`, and for command lines :func:`add_judge_options` and
-:func:`judge_from_args`.
+only on :class:`Judge` and :func:`load_judge` (a judge from a plain spec; the command line maps its
+``--judge*`` flags onto one in :mod:`datawinnow.cli_options`).
 
 A judge never invents a score: a reply without one, an endpoint that keeps failing, or a
 tokenizer without the rating digits is a :class:`JudgeError`, never a silent default.
@@ -11,7 +11,6 @@ tokenizer without the rating digits is a :class:`JudgeError`, never a silent def
 
 from __future__ import annotations
 
-import argparse
 from typing import Any, Sequence
 
 import numpy as np
@@ -101,61 +100,3 @@ def load_judge(spec: Any = None, *, model: Any = None, base_url: str | None = No
     cls = RemoteLogprobJudge if logprobs else RemoteJudge
     return cls(base_url, model, api_key_env=api_key_env, concurrency=concurrency, timeout=timeout,
                max_retries=max_retries, backoff=backoff)
-
-
-def add_judge_options(parser: argparse.ArgumentParser) -> None:
-    """The ``--judge*`` options (an argument group) for any command that uses a judge."""
-    g = parser.add_argument_group("judge (LLM rating for alpagasus, deita, selectit, and judged evaluations)")
-    g.add_argument("--judge", default=None, choices=list(KINDS),
-                   help="local: a causal LM from the model backend (default for scorers: the --model itself); "
-                        "remote: an OpenAI-compatible chat-completions endpoint (--judge-url, --judge-model)")
-    g.add_argument("--judge-model", default=None,
-                   help="local: a model name/folder/hub id (default: --model); remote: the served model's name")
-    g.add_argument("--judge-url", default=None,
-                   help="remote: the endpoint's base URL, e.g. http://localhost:8000/v1 (implies --judge remote)")
-    g.add_argument("--judge-key-env", default="OPENAI_API_KEY",
-                   help="remote: name of the environment variable holding the API key (the key is never logged)")
-    g.add_argument("--judge-concurrency", type=int, default=4, help="remote: requests in flight")
-    g.add_argument("--judge-timeout", type=float, default=60.0, help="remote: seconds per request")
-    g.add_argument("--judge-retries", type=int, default=3,
-                   help="remote: retries on timeouts, connection errors, 429 and 5xx, with exponential back-off")
-    g.add_argument("--judge-logprobs", action="store_true",
-                   help="remote: read rating probabilities from the endpoint's top_logprobs (if it supports them)")
-    g.add_argument("--judge-template", default="chat", choices=["chat", "raw"],
-                   help="local: render judge prompts with the model's chat template, or as raw text")
-
-
-def judge_spec_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The judge spec (a dict for :func:`load_judge`) the ``--judge*`` options describe; None when none is named.
-
-    A local judge without ``--judge-model`` has ``model`` None: a scorer's context then uses its own model.
-    """
-    kind = getattr(args, "judge", None)
-    url = getattr(args, "judge_url", None)
-    jmodel = getattr(args, "judge_model", None)
-    if kind is None:
-        kind = "remote" if url else ("local" if jmodel else None)
-    if kind is None:
-        return None
-    spec: dict[str, Any] = {"kind": kind, "model": jmodel}
-    if kind == "remote":
-        spec.update(base_url=url, api_key_env=getattr(args, "judge_key_env", "OPENAI_API_KEY"),
-                    concurrency=getattr(args, "judge_concurrency", 4), timeout=getattr(args, "judge_timeout", 60.0),
-                    max_retries=getattr(args, "judge_retries", 3), logprobs=getattr(args, "judge_logprobs", False))
-    else:
-        spec.update(template=getattr(args, "judge_template", "chat"), device=getattr(args, "device", "auto"),
-                    dtype=getattr(args, "dtype", "auto"), base_url=url)
-    return spec
-
-
-def judge_from_args(args: argparse.Namespace) -> Judge | None:
-    """The judge the ``--judge*`` options name, or None when ``--judge`` (or ``--judge-url``/``--judge-model``) is absent.
-
-    A local judge without ``--judge-model`` judges with ``--model`` (the base model, without ``--adapter``).
-    """
-    spec = judge_spec_from_args(args)
-    if spec is None:
-        return None
-    if spec["kind"] == "local" and spec["model"] is None:
-        spec["model"] = getattr(args, "model", None)
-    return load_judge(spec)

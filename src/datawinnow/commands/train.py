@@ -1,13 +1,14 @@
-"""``datawinnow train`` and ``datawinnow delia build-cache``: parsers and commands (wired in datawinnow.cli)."""
+"""``datawinnow train`` and ``datawinnow delia build-cache``: parsers and commands (registered by :mod:`datawinnow.cli`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from .config import METHODS, QUANTIZE, SCHEDULERS, SCORE_TYPES, UPDATE_STRATEGIES, TrainConfig
+from ..cli_options import add_generate_options, add_runtime_options, generator_from_args, runtime_options_from_args
+from ..runtime.describe import system_from_text
+from ..train.config import METHODS, QUANTIZE, SCHEDULERS, SCORE_TYPES, UPDATE_STRATEGIES, TrainConfig
 
 TRAIN_EPILOG = """examples:
   datawinnow train subset.jsonl --out adapters/subset             # LoRA SFT on the embedded SmolLM2
@@ -32,13 +33,14 @@ def add_train_parser(sub, formatter) -> None:
                         "delia: mix self-sampled cache answers into the data")
     p.add_argument("--columns", default=None, help="column map (JSON file or inline JSON) for the sources")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=d.model, help="causal LM: smollm2 (embedded SmolLM2-135M-Instruct), a folder, a hub id")
-    g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--dtype", default=d.dtype, choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16 (trained with bf16 autocast), fp32 otherwise")
+    add_runtime_options(g, include=("model", "device", "dtype"), defaults={"model": d.model, "device": d.device,
+                                                                          "dtype": d.dtype},
+                        helps={"model": "causal LM: smollm2 (embedded SmolLM2-135M-Instruct), a folder, a hub id",
+                               "dtype": "auto: bf16 on CUDA and on CPUs with AMX/AVX512-BF16 (trained with bf16 "
+                                        "autocast), fp32 otherwise"})
     g.add_argument("--quantize", default=d.quantize, choices=QUANTIZE, help="4bit: QLoRA (needs CUDA and bitsandbytes)")
-    g.add_argument("--system", default="default",
-                   help="system prompt: 'default' (the chat template's own), 'none' (empty system turn), or a text")
+    add_runtime_options(g, include=("system",), helps={
+        "system": "system prompt: 'default' (the chat template's own), 'none' (empty system turn), or a text"})
     g = p.add_argument_group("LoRA")
     g.add_argument("--rank", type=int, default=d.rank, help="LoRA rank r")
     g.add_argument("--alpha", type=int, default=d.alpha, help="LoRA alpha (scale alpha/r)")
@@ -51,12 +53,14 @@ def add_train_parser(sub, formatter) -> None:
     g.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio, help="linear warm-up, fraction of all steps")
     g.add_argument("--epochs", type=float, default=None, help="epochs (default: 1; 3 for iterit)")
     g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many optimizer steps (-1: by epochs)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="sequences per step (per device)")
+    add_runtime_options(g, include=("batch_size",), defaults={"batch_size": d.batch_size},
+                        helps={"batch_size": "sequences per step (per device)"})
     g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="gradient accumulation steps")
-    g.add_argument("--max-length", type=int, default=d.max_length,
-                   help="tokens per sequence; longer pairs keep the end of the prompt and the start of the response")
+    add_runtime_options(g, include=("max_length",), defaults={"max_length": d.max_length}, helps={
+        "max_length": "tokens per sequence; longer pairs keep the end of the prompt and the start of the response"})
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed for LoRA init, data order, IterIT and DELIA draws")
+    add_runtime_options(g, include=("seed",), defaults={"seed": d.seed},
+                        helps={"seed": "seed for LoRA init, data order, IterIT and DELIA draws"})
     g.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory, ~1/3 slower)")
     g.add_argument("--no-group-by-length", action="store_true", help="plain random batches instead of length-grouped ones")
     g.add_argument("--logging-steps", type=int, default=d.logging_steps, help="log the loss every N steps")
@@ -64,9 +68,7 @@ def add_train_parser(sub, formatter) -> None:
                    help="save a checkpoint every N optimizer steps into --out; rerunning the same command after a "
                         "crash resumes from the last one (0: no checkpoints; iterit and token-loss reports never resume)")
     g.add_argument("--no-resume", action="store_true", help="discard checkpoints left in --out and start over")
-    g.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
-    g.add_argument("--quiet", action="store_true",
-                   help="no progress bars, no information lines, and none of the ML libraries' loading bars and warnings")
+    add_runtime_options(g, include=("cache_dir", "quiet"))
     g = p.add_argument_group("iterit (--method iterit)")
     g.add_argument("--ratio", type=float, default=d.ratio, help="fraction of the pool trained on each epoch")
     g.add_argument("--update-ratio", type=float, default=d.update_ratio,
@@ -91,10 +93,8 @@ def add_train_parser(sub, formatter) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    from ..data.prompts import system_from_cli
-
     return TrainConfig(
-        method=args.method, model=args.model, device=args.device, dtype=args.dtype, system=system_from_cli(args.system),
+        method=args.method, model=args.model, device=args.device, dtype=args.dtype, system=system_from_text(args.system),
         quantize=args.quantize, rank=args.rank, alpha=args.alpha, dropout=args.dropout,
         target_modules=args.target_modules, learning_rate=args.lr, scheduler=args.scheduler,
         warmup_ratio=args.warmup_ratio, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
@@ -110,12 +110,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .runner import train
-
     from ..preflight import check_device_name, check_output_dir
+    from ..train.runner import train
 
-    if args.cache_dir:
-        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
     check_device_name(args.device)
     cfg = config_from_args(args)
     check_output_dir(args.out)
@@ -136,43 +133,36 @@ def add_delia_parser(sub, formatter) -> None:
                                "conversation without the last answer) is asked. A rerun resumes.")
     b.add_argument("queries", help="data source of queries (broad and diverse)")
     b.add_argument("--out", required=True, help="cache file (JSONL of {id, messages})")
-    b.add_argument("--model", default="smollm2", help="the model being tuned: smollm2, a folder, a hub id, or NAME+ADAPTER_DIR")
-    b.add_argument("--adapter", default=None, help="a LoRA adapter folder to apply on top of --model")
-    b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="auto: as for train")
-    b.add_argument("--system", default="default", help="system prompt: 'default', 'none', or a text")
-    b.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
-    b.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold")
-    b.add_argument("--max-new-tokens", type=int, default=512, help="longest answer, in tokens")
-    b.add_argument("--batch-size", type=int, default=8, help="queries generated together (grouped by prompt length)")
     b.add_argument("--limit", type=int, default=None, help="only the first N queries")
-    b.add_argument("--seed", type=int, default=0, help="sampling seed")
     b.add_argument("--columns", default=None, help="column map (JSON file or inline JSON)")
-    b.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
-    b.add_argument("--quiet", action="store_true", help="no progress bar")
-    from ..backends.generator_remote import add_generate_options
-
+    g = b.add_argument_group("model")
+    add_runtime_options(g, include=("model", "adapter", "device", "dtype", "system"), helps={
+        "model": "the model being tuned: smollm2, a folder, a hub id, or NAME+ADAPTER_DIR",
+        "dtype": "auto: as for train", "system": "system prompt: 'default', 'none', or a text"})
+    g = b.add_argument_group("sampling")
+    g.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0: greedy)")
+    g.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold")
+    g.add_argument("--max-new-tokens", type=int, default=512, help="longest answer, in tokens")
+    add_runtime_options(g, include=("batch_size", "seed"), defaults={"batch_size": 8}, helps={
+        "batch_size": "queries generated together (grouped by prompt length)", "seed": "sampling seed"})
+    add_runtime_options(b, include=("cache_dir", "quiet"), helps={"quiet": "no progress bar"}, grouped=False)
     add_generate_options(b, "the answers, instead of --model; --system applies to the messages sent")
     b.set_defaults(func=cmd_delia_build_cache)
 
 
 def cmd_delia_build_cache(args: argparse.Namespace) -> int:
     from ..backends.causal_lm import CausalLM
-    from ..backends.generator_remote import generator_from_args
     from ..data import load
-    from ..data.prompts import system_from_cli
-    from .delia import build_cache
+    from ..train.delia import build_cache
 
-    if args.cache_dir:
-        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
+    options = runtime_options_from_args(args)
     queries = load(args.queries, column_map=args.columns)
     if args.limit is not None:
         queries = queries[:args.limit]
-    generator = generator_from_args(args, system_from_cli(args.system))
+    generator = generator_from_args(args, options.system)
     lm = None
     if generator is None:  # the local model answers
-        lm = CausalLM.load(args.model, device=args.device, dtype=args.dtype, system=system_from_cli(args.system),
-                           adapter=args.adapter)
+        lm = CausalLM.load(options.model, device=options.device, dtype=options.dtype, system=options.system)
     t0 = time.perf_counter()
     info = build_cache(queries, lm, args.out, batch_size=args.batch_size, temperature=args.temperature,
                        top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, progress=not args.quiet,

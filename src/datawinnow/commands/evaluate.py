@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
+from ..cli_options import (EXECUTOR_FLAGS, JUDGE_FLAGS, MODEL_FLAGS, add_generate_options, add_runtime_options,
+                           generator_from_args, judge_from_args, runtime_options_from_args)
 from ..errors import ConfigError
 
 EPILOG = """suites (--suite, repeatable; 'datawinnow evaluate --list' describes each):
@@ -31,7 +32,7 @@ examples:
   datawinnow evaluate --suite ifeval --generate-url http://localhost:8000/v1 --generate-model served-name --out v.json"""
 
 
-def add_parser(sub, formatter, add_model_options: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+def add_parser(sub, formatter) -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a model (+ adapter or ICL subset) on evaluation suites",
                        formatter_class=formatter, epilog=EPILOG,
                        description="Evaluate a model, a model fine-tuned on a subset (--adapter), or a subset used "
@@ -63,17 +64,13 @@ def add_parser(sub, formatter, add_model_options: Callable[[argparse.ArgumentPar
                    help="new tokens per answer (default: 256; 1024 for ifeval)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (repeatable)")
     g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (with --temperature > 0)")
-    from ..backends.generator_remote import add_generate_options
-
     add_generate_options(p, "answers of the generation, rubric, winrate and ifeval suites")
     g = p.add_argument_group("judge suites (rubric, winrate)")
     g.add_argument("--rubric-no-reference", action="store_true", help="do not show the reference answer to the rubric judge")
     g.add_argument("--judge-text", action="store_true",
                    help="win rate and rubric from the judge's reply text even when it can read token "
                         "probabilities (default then: expected digit / choice probabilities)")
-    from ..backends import judge as judge_backend
-
-    judge_backend.add_judge_options(p)  # the judge backend's own options (--judge, --judge-model, --judge-url, ...)
+    add_runtime_options(p, include=JUDGE_FLAGS)
     g = p.add_argument_group("multiple choice and lm-eval")
     g.add_argument("--mc-template", default="chat", choices=["chat", "plain"],
                    help="arc_easy, arc_challenge, mmlu: chat: question as the user turn, choice as the answer; plain: "
@@ -82,7 +79,7 @@ def add_parser(sub, formatter, add_model_options: Callable[[argparse.ArgumentPar
     g.add_argument("--lm-eval-include", default=None, metavar="DIR", help="folder of extra lm-eval task YAML files")
     g.add_argument("--lm-eval-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
     g.add_argument("--lm-eval-chat", action="store_true", help="apply the chat template in lm-eval")
-    add_model_options(p)
+    add_runtime_options(p, include=MODEL_FLAGS + EXECUTOR_FLAGS)
     p.set_defaults(func=cmd_evaluate)
     return p
 
@@ -97,17 +94,14 @@ def _list_suites() -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..backends import judge as judge_backend
-    from ..backends.generator_remote import generator_from_args
     from ..data import load, load_column_map
-    from ..data.prompts import system_from_cli
+    from ..evaluate.contamination import training_data_from_adapter
+    from ..evaluate.generate import GenerationParams
+    from ..evaluate.icl import ICLExamples
+    from ..evaluate.results import summary_table, write_results
+    from ..evaluate.runner import evaluate
+    from ..evaluate.session import EvalSession
     from ..runtime.context import Context
-    from .contamination import training_data_from_adapter
-    from .generate import GenerationParams
-    from .icl import ICLExamples
-    from .results import summary_table
-    from .runner import evaluate
-    from .session import EvalSession
 
     if args.list:
         return _list_suites()
@@ -115,17 +109,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("evaluate: name at least one --suite (see 'datawinnow evaluate --list')")
     if not args.out:
         raise ConfigError("evaluate: --out results.json is required")
-    if args.cache_dir:
-        import os
-
-        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
-    model, adapter = args.model, args.adapter
-    if model and "+" in model and adapter is None:
-        model, adapter = model.split("+", 1)
-    ctx = Context(model=f"{model}+{adapter}" if adapter else model, embedder=args.embedder, device=args.device,
-                  dtype=args.dtype, system=system_from_cli(args.system), max_length=args.max_length,
-                  batch_size=args.batch_size or 8, batch_tokens=None if args.batch_size else args.batch_tokens,
-                  use_cache=not args.no_cache, progress=not args.quiet, seed=args.seed)
+    run_options = runtime_options_from_args(args)
+    model, _, adapter = (run_options.model or "").partition("+")
+    model, adapter = model or None, adapter or None
+    ctx = Context.from_options(run_options.replace(judge=None))  # suites load their judge themselves (_judge)
     columns = load_column_map(args.columns) if args.columns else None
     train = [load(src, column_map=columns) for src in (args.train or [])]
     if not train and adapter:
@@ -147,7 +134,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "lm_eval_chat": args.lm_eval_chat,
     }
     session = EvalSession(ctx, gen=gen, max_new_tokens=args.max_new_tokens, data=data,
-                          judge_loader=lambda: _judge(judge_backend, args), icl=icl, limit=args.limit,
+                          judge_loader=lambda: _judge(args), icl=icl, limit=args.limit,
                           generator=generator, options=options)
     meta = {"model": model, "adapter": adapter, "icl": args.icl and {"subset": args.icl, "k": args.icl_k},
             "data": args.data, "train": [d.path for d in train],
@@ -157,16 +144,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        ngram=args.ngram, jaccard=args.jaccard, meta=meta)
     results["model_identity"] = ctx.model_identity()
     results["seconds"] = round(time.perf_counter() - t0, 2)
-    from .results import write_results
-
     write_results(args.out, results)
     print(summary_table(results))
     print(f"\nevaluated {', '.join(results['suites'])} in {results['seconds']:.1f} s -> {args.out}")
     return 0
 
 
-def _judge(judge_backend, args):
-    judge = judge_backend.judge_from_args(args)
+def _judge(args):
+    judge = judge_from_args(args)
     if judge is None:
         raise ConfigError("this suite needs a judge: pass --judge local (a causal LM; --judge-model, default "
                           "--model) or --judge remote with --judge-url and --judge-model")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
 
-from .config import EXECUTORS
+from ..cli_options import add_runtime_options
+from ..experiments.config import EXECUTORS
 
 EPILOG = """The config (YAML) names the pool, the model, the mode (finetune: a LoRA adapter per cell; icl: the
 subset as in-context examples), the methods, budgets and seeds, and the evaluation suites; see
@@ -37,19 +39,14 @@ def add_parser(sub, formatter) -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="apply the config's tiny: overrides (a few-minute CI size)")
     p.add_argument("--executor", default=None, choices=list(EXECUTORS),
                    help="where cells run; overrides the config's executor: (itself local when not given)")
-    p.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runtime_options(p, include=("cache_dir", "quiet"), helps={"quiet": "no progress bar"}, grouped=False)
     p.set_defaults(func=cmd_run_experiment)
     return p
 
 
 def cmd_run_experiment(args: argparse.Namespace) -> int:
-    import os
+    from ..experiments.runner import RESULTS_FILE, run_experiment
 
-    from .runner import RESULTS_FILE, run_experiment
-
-    if args.cache_dir:
-        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
     command = "datawinnow " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0 = time.perf_counter()
     exp, out = run_experiment(args.config, args.out, tiny=args.tiny, dry_run=args.dry_run, quiet=args.quiet,

@@ -7,6 +7,8 @@ import shlex
 import sys
 import time
 
+from ..cli_options import add_runtime_options
+
 EPILOG = """Recomputes every statistic from RUN_DIR/results.json (written by 'datawinnow run-experiment') and
 writes report.md (figures in figures/ beside it), a self-contained report.html (figures embedded, no
 network) and stats.json: per cell the mean and spread over seeds, per method and budget the difference
@@ -35,20 +37,15 @@ def add_parser(sub, formatter) -> argparse.ArgumentParser:
                    help="2-D projection of the map (auto: UMAP if installed, else PCA)")
     p.add_argument("--device", default="auto", help="device of the embedder: auto, cpu, cuda or cuda:N")
     p.add_argument("--no-map", action="store_true", help="leave out the embedding map (no embedder is loaded)")
-    p.add_argument("--cache-dir", default=None, help="cache folder (default: $DATAWINNOW_CACHE or ~/.cache/datawinnow)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runtime_options(p, include=("cache_dir", "quiet"), helps={"quiet": "no progress bar"}, grouped=False)
     p.set_defaults(func=cmd_report)
     return p
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import os
-
     from ..errors import ConfigError
-    from .report import build_report
+    from ..experiments.report import build_report
 
-    if args.cache_dir:
-        os.environ["DATAWINNOW_CACHE"] = args.cache_dir
     if args.n_boot < 100:
         raise ConfigError(f"--n-boot must be at least 100, got {args.n_boot}")
     if not 0.5 < args.level < 1:
