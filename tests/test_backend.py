@@ -9,7 +9,8 @@ import torch
 from datawinnow.backends import device as dev
 from datawinnow.backends.causal_lm import length_sorted_batches
 from datawinnow.data import Record
-from datawinnow.data.prompts import PromptRenderer, system_from_cli
+from datawinnow.data.prompts import PromptRenderer
+from datawinnow.runtime.describe import system_from_text
 
 # SmolLM2-135M-Instruct's chat template (from its GGUF metadata): it adds a persona when there is no system turn
 SMOLLM2_TEMPLATE = (
@@ -59,7 +60,7 @@ def test_system_prompt_policy(smol_tokenizer):
     default = PromptRenderer(smol_tokenizer, None).prompt(rec)
     assert default == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
                        "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
-    none = PromptRenderer(smol_tokenizer, system_from_cli("none")).prompt(rec)
+    none = PromptRenderer(smol_tokenizer, system_from_text("none")).prompt(rec)
     assert none == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     custom = PromptRenderer(smol_tokenizer, "Be terse.").prompt(rec)
     assert custom.startswith("<|im_start|>system\nBe terse.<|im_end|>") and "SmolLM" not in custom

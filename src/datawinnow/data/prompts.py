@@ -37,15 +37,6 @@ ALPACA_PROMPT_NO_INPUT = (
 _SENTINEL = "\u2063DATAWINNOW_RESPONSE\u2063"
 
 
-def system_from_cli(value: str | None) -> str | None:
-    """``default`` -> None (template behaviour), ``none`` -> "" (empty system turn), else the text."""
-    if value is None or value == "default":
-        return None
-    if value == "none":
-        return ""
-    return value
-
-
 class PromptRenderer:
     """Turns records into prompt/response texts for one tokenizer and one system-prompt policy."""
 
