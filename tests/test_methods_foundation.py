@@ -10,7 +10,7 @@ from datawinnow.data import Dataset, Record
 from datawinnow.errors import BudgetError, ConfigError
 from datawinnow.scores.base import ScoreTable
 from datawinnow.runtime.context import Context
-from datawinnow.select.budget import resolve_budget
+from datawinnow.budget import resolve_budget
 from datawinnow.select.methods.ifd import IFDMethod
 
 

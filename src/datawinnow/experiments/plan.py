@@ -66,7 +66,7 @@ def load_source(spec: SourceSpec, what: str, path: str) -> Dataset:
 
 
 def budget_count(budget: float, n: int) -> int:
-    from ..select.budget import resolve_budget
+    from ..budget import resolve_budget
 
     return resolve_budget(float(budget), n)
 

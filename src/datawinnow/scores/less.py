@@ -30,7 +30,7 @@ from ..backends.causal_lm import Pair
 from ..data.record import Dataset, Record
 from ..errors import BudgetError, ConfigError
 from ..registry import SCORERS
-from ..select.budget import resolve_budget
+from ..budget import resolve_budget
 from .base import Scorer, ScoreTable
 from ..runtime.context import Context
 from ..runtime.runner import run_cached

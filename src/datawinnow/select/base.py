@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..registry import SCORERS
 from ..scores.base import ScoreTable
 from ..runtime.context import Context
-from .budget import resolve_budget
+from ..budget import resolve_budget
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Budgets: a fraction of the pool in (0, 1] or a count in [1, n]."""
+"""Budgets: a fraction of the pool in (0, 1] or a count in [1, n] (used by selection, LESS's warm-up subset
+and the experiment planner; errors are :class:`~datawinnow.errors.BudgetError`)."""
 
 from __future__ import annotations
 
-from ..errors import BudgetError
+from .errors import BudgetError
 
 
 def resolve_budget(budget: float | int | str, n: int) -> int:
