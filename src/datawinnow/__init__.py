@@ -1,6 +1,8 @@
 """datawinnow: decide which instruction data an LLM should be fine-tuned on."""
 
-__version__ = "0.1.0"
+from .runtime.describe import package_version
+
+__version__ = package_version()  # from the installed package's metadata (pyproject.toml)
 
 from .api import load, score, select  # noqa: E402
 

@@ -274,7 +274,8 @@ def judge_spec_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def judge_from_args(args: argparse.Namespace):
-    """The judge the ``--judge*`` options name, or None when ``--judge`` (or ``--judge-url``/``--judge-model``) is absent.
+    """The judge the ``--judge*`` options name, or None when ``--judge`` (or ``--judge-url``/``--judge-model``)
+    is absent.
 
     A local judge without ``--judge-model`` judges with ``--model`` (the base model, without ``--adapter``).
     """

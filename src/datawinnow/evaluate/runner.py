@@ -84,6 +84,6 @@ def evaluate(suites: Sequence[str], session: EvalSession, *, train: Sequence[Dat
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..runtime.describe import package_version
 
-    return __version__
+    return package_version()

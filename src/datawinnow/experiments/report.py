@@ -230,7 +230,7 @@ def _md_table(t: Table) -> str:
 
 
 def facts(results: dict[str, Any], stats: dict[str, Any], command: str | None) -> list[tuple[str, str]]:
-    from .. import __version__
+    from ..runtime.describe import package_version
 
     m = results.get("machine") or {}
     model = results.get("model") or {}
@@ -247,7 +247,7 @@ def facts(results: dict[str, Any], stats: dict[str, Any], command: str | None) -
         ("machine", machine),
         ("command", str(results.get("command", "?"))),
         ("report command", command or "datawinnow report"),
-        ("package version", f"datawinnow {results.get('datawinnow_version', '?')} (run), {__version__} (report)"),
+        ("package version", f"datawinnow {results.get('datawinnow_version', '?')} (run), {package_version()} (report)"),
         ("model", f"{model.get('name', '?')} ({model.get('identity', '?')}"
                   + (f", {n_params / 1e6:.1f}M parameters" if isinstance(n_params, (int, float)) else "") + ")"),
         ("pool", f"{pool.get('source', '?')} ({pool.get('n', '?')} records, fingerprint {pool.get('fingerprint', '?')})"),

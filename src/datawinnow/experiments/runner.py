@@ -470,8 +470,8 @@ class Experiment:
                 **({"train": self.train_settings(cell)} if cell.train else {})}
 
     def _results_header(self) -> dict[str, Any]:
-        from .. import __version__
         from ..backends.device import dtype_name, pick_device, pick_dtype
+        from ..runtime.describe import package_version
 
         m = self.cfg.model
         dev = pick_device(m.device)
@@ -481,7 +481,7 @@ class Experiment:
 
             gpu = torch.cuda.get_device_name(dev)
         return {
-            "schema": 1, "datawinnow_version": __version__,
+            "schema": 1, "datawinnow_version": package_version(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": self.command,
             "machine": {"cpu": _cpu_name(), "cores": os.cpu_count() or 1, "device": dev.type,

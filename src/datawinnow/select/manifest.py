@@ -40,7 +40,7 @@ def find_manifest(subset_path: str | os.PathLike) -> Path | None:
 
 
 def build_manifest(selection: Selection, dataset: Dataset, *, written_format: str | None = None) -> dict[str, Any]:
-    from .. import __version__
+    from ..runtime.describe import package_version
 
     chosen = {rid: rank for rank, rid in enumerate(selection.selected)}
     gains = selection.gains or []
@@ -62,7 +62,7 @@ def build_manifest(selection: Selection, dataset: Dataset, *, written_format: st
         "pool": len(dataset),
         "model": selection.model,
         "settings": selection.settings,
-        "datawinnow_version": __version__,
+        "datawinnow_version": package_version(),
         "input": {"source": dataset.path, "format": dataset.format, "fingerprint": dataset.fingerprint()},
         "output_format": written_format,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -319,17 +319,18 @@ def run_sft(
            "n": len(records), **(manifest or {}), "ids": seen}
     atomic_write_json(out / MANIFEST_FILE, man)
     metrics = dict(result.metrics)
-    from .. import __version__
     import peft
     import transformers
     import trl
+
+    from ..runtime.describe import package_version
 
     atomic_write_json(out / CONFIG_FILE, {
         "config": cfg.to_dict(), "model_identity": lm.identity, "device": str(device), "dtype": dtype_name(dtype),
         "new_token_ids": new_ids, "metrics": metrics, "seconds": round(seconds, 2), "steps": trainer.state.global_step,
         "resumed_from_step": resumed_step,
-        "versions": {"datawinnow": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "trl": trl.__version__, "peft": peft.__version__},
+        "versions": {"datawinnow": package_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     })
     checkpoints.finish(out)
