@@ -51,11 +51,25 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from .data import load, write
+    from .data.stream import convert
+    from .runtime.progress import progress_bar
 
-    ds = load(args.src, column_map=args.columns)
-    written = write(ds, args.out, args.to)
-    print(f"wrote {len(ds)} records to {args.out} ({written})")
+    bar = None
+
+    def advance(meter) -> None:  # a file's bar counts MiB read (so it has an ETA), other sources' records
+        nonlocal bar
+        scale, unit = (2**20, "MiB") if meter.unit == "B" else (1, meter.unit)
+        if bar is None:
+            total = None if meter.total is None else round(meter.total / scale, 1)
+            bar = progress_bar(total, "convert", not args.quiet, unit=unit)
+        bar.update(round(meter.done / scale, 1) - bar.n)
+
+    try:
+        count, written = convert(args.src, args.out, args.to, column_map=args.columns, on_progress=advance)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"wrote {count} records to {args.out} ({written})")
     return 0
 
 
@@ -150,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or SCHEMA:CONTAINER; default: the input's schema, the container from --out's suffix")
     p_conv.add_argument("--out", required=True, help="output file (.gz compresses)")
     p_conv.add_argument("--columns", default=None, help="column map (JSON file or inline JSON)")
+    p_conv.add_argument("--quiet", action="store_true", help="no progress bar (the input is streamed to the output)")
     p_conv.set_defaults(func=cmd_data_convert)
 
     p_score = sub.add_parser("score", help="score every record with one scorer", formatter_class=_Formatter, epilog=EPILOG)

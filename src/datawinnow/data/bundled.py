@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import DataError
-from .readers import iter_jsonl, read_file, _rows_to_dataset
+from .readers import Meter, RowSource, file_rows, iter_jsonl, to_dataset
 from .record import Dataset
 
 FILES = {
@@ -91,13 +91,19 @@ ADAPTERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
-def load_bundled(name: str) -> Dataset:
+def bundled_rows(name: str) -> RowSource:
+    """The rows of ``bundled:NAME`` (evaluation sets through their adapter to alpaca rows), read lazily."""
     path = bundled_path(name)
     adapter = ADAPTERS.get(name)
     if adapter is None:
-        ds = read_file(path)
+        src = file_rows(path)
     else:
-        rows = ((k, adapter(row)) for k, row in iter_jsonl(path))
-        ds = _rows_to_dataset(rows, str(path), schema="alpaca", container="jsonl")
-    ds.path = f"bundled:{name}"
-    return ds
+        meter = Meter(path.stat().st_size, "B")
+        rows = ((k, adapter(row)) for k, row in iter_jsonl(path, meter))
+        src = RowSource(rows, str(path), schema="alpaca", container="jsonl", warn=False, meter=meter)
+    src.path = f"bundled:{name}"
+    return src
+
+
+def load_bundled(name: str) -> Dataset:
+    return to_dataset(bundled_rows(name))

@@ -13,23 +13,60 @@ naming the file, the line (a row number for tabular sources) and the field.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
-import logging
 import os
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 from ..errors import DataError
+from .builder import RecordBuilder
 from .record import Dataset, Record, assign_ids
-from .rows import SCHEMAS, ColumnMap, RowContext, detect_schema
+from .rows import ColumnMap
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".csv")
 BOM = "\ufeff"
 CSV_FIELD_LIMIT = 2**31 - 1  # csv's default (128 KiB) rejects long responses
 
-log = logging.getLogger(__name__)
+
+class Meter:
+    """How far a streamed read has got: ``done`` of ``total`` (bytes of a text file, else rows; None: unknown).
+
+    Text files are measured on the file itself (compressed bytes for ``.gz``), so a progress bar can
+    show a rate and an ETA without counting the records first.
+    """
+
+    def __init__(self, total: float | None = None, unit: str = "row"):
+        self.total, self.unit = total, unit
+        self._done = 0.0
+        self._raw: BinaryIO | None = None
+
+    @property
+    def done(self) -> float:
+        raw = self._raw
+        if raw is not None and not raw.closed:
+            return float(raw.tell())
+        return self._done
+
+    def advance(self, n: float = 1) -> None:
+        self._done += n
+
+    def watch(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def finish(self) -> None:
+        self._raw = None
+        if self.total is not None:
+            self._done = self.total
+
+
+def _gzip_error(e: BaseException, path: Path) -> DataError:
+    if isinstance(e, EOFError):
+        return DataError("truncated gzip file (it ends before the compressed stream does)", path=str(path))
+    return DataError(f"not a valid gzip file ({e})", path=str(path))
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -38,10 +75,14 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as fh:
                 return fh.read()
         return path.read_bytes()
-    except (gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"not a valid gzip file ({e})", path=str(path)) from None
-    except EOFError:
-        raise DataError("truncated gzip file (it ends before the compressed stream does)", path=str(path)) from None
+    except (gzip.BadGzipFile, zlib.error, EOFError) as e:
+        raise _gzip_error(e, path) from None
+
+
+def _not_utf8(data: bytes, e: UnicodeDecodeError, path: Path, line: int) -> DataError:
+    column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+    return DataError(f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); re-encode the file "
+                     "as UTF-8", path=str(path), line=line)
 
 
 def read_text(path: Path) -> str:
@@ -50,36 +91,81 @@ def read_text(path: Path) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); re-encode the file "
-                        "as UTF-8", path=str(path), line=line) from None
+        raise _not_utf8(data, e, path, data.count(b"\n", 0, e.start) + 1) from None
     return text[1:] if text.startswith(BOM) else text
+
+
+def iter_lines(path: Path, meter: Meter | None = None) -> Iterator[tuple[int, str]]:
+    """A text file's lines as they are read, numbered from 1, each ending with its ``\\n`` (the last may not).
+
+    UTF-8 (checked line by line, so an error names its line and column), a leading byte-order mark
+    dropped, ``.gz`` decompressed on the fly; lines are split at ``\\n`` only, as ``str.split("\\n")``
+    splits. ``meter`` follows the position in the file.
+    """
+    path = Path(path)
+    try:
+        raw = open(path, "rb")
+    except PermissionError:
+        raise DataError("permission denied", path=str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a folder, not a data file", path=str(path)) from None
+    with raw:
+        if meter is not None:
+            meter.watch(raw)
+        fh: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
+        lineno = 0
+        try:
+            for data in fh:
+                lineno += 1
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise _not_utf8(data, e, path, lineno) from None
+                if lineno == 1 and text.startswith(BOM):
+                    text = text[1:]
+                yield lineno, text
+        except (gzip.BadGzipFile, zlib.error, EOFError) as e:
+            raise _gzip_error(e, path) from None
+    if meter is not None:
+        meter.finish()
 
 
 def _inner_suffix(path: Path) -> str:
     return Path(path.stem).suffix.lower() if path.suffix == ".gz" else path.suffix.lower()
 
 
+def _json_line(line: str, path: Path, lineno: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path=str(path), line=lineno) from None
+
+
 def _jsonl_lines(text: str, path: Path) -> Iterator[tuple[int, Any]]:
     for lineno, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            yield lineno, _json_line(line, path, lineno)
+
+
+def iter_jsonl(path: Path, meter: Meter | None = None) -> Iterator[tuple[int, Any]]:
+    """Rows of a JSON-lines file with their line numbers, read line by line.
+
+    A file holding one JSON array (as Hugging Face ``load_dataset("json")`` accepts) is read whole as that array.
+    """
+    path = Path(path)
+    lines = iter_lines(path, meter)
+    first = True
+    for lineno, line in lines:
         if not line.strip():
             continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path=str(path), line=lineno) from None
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """Rows of a JSON-lines file with their line numbers (a file holding one JSON array is read as that array)."""
-    text = read_text(Path(path))
-    if text.lstrip().startswith("["):
-        yield from _json_array(text, Path(path))
-    else:
-        yield from _jsonl_lines(text, Path(path))
-
-
+        if first and line.lstrip().startswith("["):
+            lines.close()
+            yield from _json_array(read_text(path), path)
+            if meter is not None:
+                meter.finish()
+            return
+        first = False
+        yield lineno, _json_line(line[:-1] if line.endswith("\n") else line, path, lineno)
 def _json_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
     """Items of a top-level JSON array, each with the line it starts on."""
     decoder = json.JSONDecoder()
@@ -140,11 +226,13 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     raise DataError(f"expected a JSON array of records, got {type(obj).__name__}", path=str(path), line=1)
 
 
-def iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
+def iter_csv(path: Path, meter: Meter | None = None) -> Iterator[tuple[int, Any]]:
+    """Rows of a CSV file (a header line, then one row a record), read as they are needed."""
     path = Path(path)
-    lines = read_text(path).splitlines(keepends=True)
+    # str.splitlines pieces of each line, as the whole text's splitlines would give (a bare \\r ends a line too)
+    pieces = (piece for _, line in iter_lines(path, meter) for piece in line.splitlines(keepends=True))
     csv.field_size_limit(CSV_FIELD_LIMIT)
-    reader = csv.DictReader(lines)
+    reader = csv.DictReader(pieces)
     try:
         if reader.fieldnames is None:
             return
@@ -156,63 +244,69 @@ def iter_csv(path: Path) -> Iterator[tuple[int, Any]]:
         raise DataError(f"malformed CSV: {e}", path=str(path), line=reader.line_num) from None
 
 
-def iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+PARQUET_BATCH = 1024  # rows decoded to Python at a time
+
+
+def iter_parquet(path: Path, meter: Meter | None = None) -> Iterator[tuple[int, Any]]:
+    """Rows of a Parquet file, decoded one batch of rows at a time."""
     import pyarrow.parquet as pq
 
+    def broken(e: Exception) -> DataError:
+        return DataError(f"cannot read Parquet: {e}", path=str(path))
+
     try:
-        table = pq.read_table(path)
+        pf = pq.ParquetFile(path)
+        if meter is not None:
+            meter.total = pf.metadata.num_rows
+        k = 0
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH):
+            for row in batch.to_pylist():
+                k += 1
+                if meter is not None:
+                    meter.advance()
+                yield k, row
+    except PermissionError:
+        raise DataError("permission denied", path=str(path)) from None
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for broken files
-        raise DataError(f"cannot read Parquet: {e}", path=str(path)) from None
-    for k, row in enumerate(table.to_pylist()):
-        yield k + 1, row
+        raise broken(e) from None
+
+
+@dataclass
+class RowSource:
+    """The rows of one source, not read yet: ``(line, row)`` pairs, and how to make records of them.
+
+    ``where`` names the source in errors (a file path; ``<list>`` for rows in memory), ``unit`` what a
+    row number counts (``line``, ``row`` or ``item``); ``path`` is what the dataset records as its origin.
+    """
+
+    rows: Iterable[tuple[int, Any]]
+    where: str
+    unit: str = "line"
+    container: str = "jsonl"
+    schema: str | None = None
+    column_map: ColumnMap | None = None
+    warn: bool = True
+    path: str | None = None
+    meter: Meter = field(default_factory=Meter)
+
+    def builder(self) -> RecordBuilder:
+        return RecordBuilder(self.where, unit=self.unit, schema=self.schema, column_map=self.column_map,
+                             container=self.container, warn=self.warn)
 
 
 def _rows_to_dataset(rows: Iterable[tuple[int, Any]], where: str, *, unit: str = "line",
                      schema: str | None = None, column_map: ColumnMap | None = None,
                      container: str = "jsonl", warn: bool = False) -> Dataset:
     """Records from ``(line, row)`` pairs; ``warn``: report empty outputs and repeated ids (user data)."""
-    records: list[Record] = []
-    lines: list[int] = []
-    for lineno, row in rows:
-        ctx = RowContext(where, lineno, unit)
-        if not isinstance(row, dict):
-            raise ctx.error(f"expected a JSON object, got {type(row).__name__}")
-        if column_map is not None:
-            records.append(column_map.row(row, ctx))
-        else:
-            if schema is None:
-                schema = detect_schema(row, ctx)
-            records.append(SCHEMAS[schema](row, ctx))
-        lines.append(lineno)
-    if not records:
-        raise DataError("no records (the pool is empty)", path=where)
-    if warn:
-        _warn_about(records, lines, where, unit)
-    fmt = "columns" if column_map is not None else schema
-    return Dataset(assign_ids(records), format=f"{fmt}:{container}", path=where)
+    return to_dataset(RowSource(rows, where, unit, container, schema, column_map, warn))
 
 
-def _where(where: str, unit: str, lines: list[int]) -> str:
-    shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
-    return f"{where} ({unit}{'s' if len(lines) > 1 else ''} {shown})"
-
-
-def _warn_about(records: list[Record], lines: list[int], where: str, unit: str) -> None:
-    """Warnings for data that reads fine but is probably not what the user meant."""
-    empty = [ln for r, ln in zip(records, lines) if not r.output.strip()]
-    if empty:
-        log.warning(f"{_where(where, unit, empty)}: the output is empty in {len(empty)} of {len(records)} records "
-                    "(training on them teaches the model to answer nothing)")
-    seen: set[str] = set()
-    repeated: list[int] = []
-    for r, ln in zip(records, lines):
-        if r.id:
-            if r.id in seen:
-                repeated.append(ln)
-            seen.add(r.id)
-    if repeated:
-        log.warning(f"{_where(where, unit, repeated)}: {len(repeated)} record(s) repeat an id used earlier; "
-                    "they are kept as distinct records, renamed ID~2, ID~3, ...")
+def to_dataset(src: RowSource) -> Dataset:
+    """Every record of a row source, in one :class:`Dataset` (rows are dropped as soon as their record is built)."""
+    build = src.builder()
+    records = [build.record(lineno, row) for lineno, row in src.rows]
+    build.finish()
+    return Dataset(records, format=build.format, path=src.path if src.path is not None else src.where)
 
 
 def load_column_map(spec: str | dict | None, dataset_name: str | None = None) -> ColumnMap | None:
@@ -237,33 +331,52 @@ def load_column_map(spec: str | dict | None, dataset_name: str | None = None) ->
     return ColumnMap(spec, where)
 
 
-def read_file(path: str | os.PathLike, *, schema: str | None = None, column_map: Any = None) -> Dataset:
+FILE_READERS: dict[str, tuple[Callable[..., Iterator[tuple[int, Any]]], str, str]] = {
+    # inner suffix: (rows, row unit, container)
+    ".jsonl": (iter_jsonl, "line", "jsonl"),
+    ".csv": (iter_csv, "line", "csv"),
+    ".parquet": (iter_parquet, "row", "parquet"),
+}
+
+
+def file_rows(path: str | os.PathLike, *, schema: str | None = None, column_map: Any = None) -> RowSource:
+    """The rows of a data file or ``save_to_disk`` folder (read lazily, except a ``.json`` array: whole)."""
     p = Path(path)
     if not p.exists():
         raise DataError("no such file or folder", path=str(p))
     cmap = load_column_map(column_map)
     if p.is_dir():
-        return read_hf(str(p), column_map=cmap)
+        return hf_rows(str(p), column_map=cmap)
     suffix = _inner_suffix(p)
     where = str(p)
-    try:
-        if suffix == ".jsonl":
-            return _rows_to_dataset(iter_jsonl(p), where, schema=schema, column_map=cmap, container="jsonl", warn=True)
-        if suffix == ".json":
-            return _rows_to_dataset(iter_json_array(p), where, schema=schema, column_map=cmap, container="json",
-                                    warn=True)
-        if suffix == ".csv":
-            return _rows_to_dataset(iter_csv(p), where, unit="line", schema=schema, column_map=cmap, container="csv",
-                                    warn=True)
-        if suffix == ".parquet":
-            return _rows_to_dataset(iter_parquet(p), where, unit="row", schema=schema, column_map=cmap,
-                                    container="parquet", warn=True)
-    except PermissionError:
-        raise DataError("permission denied", path=where) from None
-    except IsADirectoryError:
-        raise DataError("is a folder, not a data file", path=where) from None
+    if suffix == ".json":
+        meter = Meter(p.stat().st_size, "B")
+        return RowSource(_whole(iter_json_array, p, meter), where, "line", "json", schema, cmap, meter=meter)
+    if suffix in FILE_READERS:
+        rows, unit, container = FILE_READERS[suffix]
+        meter = Meter(p.stat().st_size if unit == "line" else None, "B" if unit == "line" else "row")
+        return RowSource(rows(p, meter), where, unit, container, schema, cmap, meter=meter)
     raise DataError(f"unknown file type '{suffix or p.name}' (expected .json, .jsonl, .csv or .parquet, "
                     "optionally .gz)", path=where)
+
+
+def _whole(rows: Callable[[Path], Iterator[tuple[int, Any]]], path: Path, meter: Meter) -> Iterator[tuple[int, Any]]:
+    """Rows of a reader that reads its file whole, with the meter at the end once it has."""
+    try:
+        it = rows(path)
+        first = next(it, None)
+    except PermissionError:
+        raise DataError("permission denied", path=str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a folder, not a data file", path=str(path)) from None
+    meter.finish()
+    if first is not None:
+        yield first
+        yield from it
+
+
+def read_file(path: str | os.PathLike, *, schema: str | None = None, column_map: Any = None) -> Dataset:
+    return to_dataset(file_rows(path, schema=schema, column_map=column_map))
 
 
 def _import_datasets():
@@ -285,11 +398,21 @@ def _pick_split(ds: Any, cmap: ColumnMap | None, split: str, where: str) -> Any:
     return ds
 
 
-def read_hf(name_or_dir: str, *, column_map: Any = None, split: str = "train") -> Dataset:
-    """A Hugging Face dataset by hub id or ``save_to_disk`` folder, read through a column map.
+def _numbered(items: Iterable[Any], meter: Meter) -> Iterator[tuple[int, Any]]:
+    for k, row in enumerate(items):
+        meter.advance()
+        yield k + 1, row
 
-    Without a column map, rows must already have one of the known schemas' fields.
-    """
+
+def _counted(items: Any, unit: str) -> Meter:
+    try:
+        return Meter(len(items), unit)
+    except TypeError:  # an iterable dataset
+        return Meter(None, unit)
+
+
+def hf_rows(name_or_dir: str, *, column_map: Any = None, split: str = "train") -> RowSource:
+    """The rows of a Hugging Face dataset by hub id or ``save_to_disk`` folder (Arrow-backed: read row by row)."""
     datasets = _import_datasets()
     cmap = load_column_map(column_map, dataset_name=name_or_dir)
     if os.path.isdir(name_or_dir):
@@ -308,48 +431,76 @@ def read_hf(name_or_dir: str, *, column_map: Any = None, split: str = "train") -
         except Exception as e:  # noqa: BLE001 - the hub client raises many types
             raise DataError(f"cannot load from the Hugging Face hub ({type(e).__name__}: {e}); offline, "
                             "save the dataset with save_to_disk and pass the folder", path=name_or_dir) from None
-    rows = ((k + 1, row) for k, row in enumerate(ds))
-    return _rows_to_dataset(rows, name_or_dir, unit="row", column_map=cmap, container="hf", warn=True)
+    meter = _counted(ds, "row")
+    return RowSource(_numbered(ds, meter), name_or_dir, "row", "hf", None, cmap, meter=meter)
+
+
+def read_hf(name_or_dir: str, *, column_map: Any = None, split: str = "train") -> Dataset:
+    """A Hugging Face dataset by hub id or ``save_to_disk`` folder, read through a column map.
+
+    Without a column map, rows must already have one of the known schemas' fields.
+    """
+    return to_dataset(hf_rows(name_or_dir, column_map=column_map, split=split))
+
+
+def memory_rows(source: Any, *, schema: str | None = None, column_map: Any = None, split: str = "train"
+                ) -> RowSource:
+    """The rows of a list of dicts or a ``datasets.Dataset``/``DatasetDict`` already in memory."""
+    cmap = load_column_map(column_map)
+    if isinstance(source, (list, tuple)):
+        meter = Meter(len(source), "item")
+        return RowSource(_numbered(source, meter), "<list>", "item", "memory", schema, cmap, meter=meter)
+    ds = _pick_split(source, cmap, split, f"<{type(source).__name__}>")
+    meter = _counted(ds, "row")
+    return RowSource(_numbered(ds, meter), f"<{type(ds).__name__}>", "row", "memory", schema, cmap, meter=meter)
+
+
+def copy_records(records: Sequence[Record]) -> Dataset:
+    """Copies of records already made (ids given to those without one, as for files); the caller's stay as they are."""
+    return Dataset(assign_ids([dataclasses.replace(r, meta=dict(r.meta)) for r in records]), format="alpaca:jsonl",
+                   path=None)
 
 
 def from_memory(source: Any, *, schema: str | None = None, column_map: Any = None, split: str = "train") -> Dataset:
     """A :class:`Dataset` from rows already in memory: a ``datasets.Dataset``/``DatasetDict``, a list of
     dicts, or a list of :class:`Record` (ids are given to records without one, as for files)."""
-    cmap = load_column_map(column_map)
-    if isinstance(source, (list, tuple)):
-        if source and all(isinstance(r, Record) for r in source):
-            return Dataset(assign_ids([Record(**{**r.__dict__, "meta": dict(r.meta)}) for r in source]),
-                           format="alpaca:jsonl", path=None)
-        rows = ((k + 1, row) for k, row in enumerate(source))
-        return _rows_to_dataset(rows, "<list>", unit="item", schema=schema, column_map=cmap, container="memory",
-                                warn=True)
-    ds = _pick_split(source, cmap, split, f"<{type(source).__name__}>")
-    rows = ((k + 1, row) for k, row in enumerate(ds))
-    return _rows_to_dataset(rows, f"<{type(ds).__name__}>", unit="row", schema=schema, column_map=cmap,
-                            container="memory", warn=True)
+    if _all_records(source):
+        return copy_records(source)
+    return to_dataset(memory_rows(source, schema=schema, column_map=column_map, split=split))
+
+
+def _all_records(source: Any) -> bool:
+    return isinstance(source, (list, tuple)) and bool(source) and all(isinstance(r, Record) for r in source)
 
 
 def _is_hf_dataset(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "datasets" and hasattr(obj, "__iter__")
 
 
-def load(source: Any, *, schema: str | None = None, column_map: Any = None, split: str = "train") -> Dataset:
-    """Read any source into a :class:`Dataset` (see the module docstring for what a source can be)."""
-    if isinstance(source, Dataset):
-        return source
+def open_rows(source: Any, *, schema: str | None = None, column_map: Any = None, split: str = "train") -> RowSource:
+    """The rows of any source but a :class:`Dataset` or a list of :class:`Record` (see the module docstring)."""
     if isinstance(source, (list, tuple)) or _is_hf_dataset(source):
-        return from_memory(source, schema=schema, column_map=column_map, split=split)
+        return memory_rows(source, schema=schema, column_map=column_map, split=split)
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"cannot read a {type(source).__name__}: expected a path, bundled:NAME, a hub id, "
                         "a datasets.Dataset or a list of dicts")
     s = os.fspath(source)
     if s.startswith("bundled:"):
-        from .bundled import load_bundled
-        return load_bundled(s[len("bundled:"):])
+        from .bundled import bundled_rows
+        return bundled_rows(s[len("bundled:"):])
     if s.startswith("hf:"):
-        return read_hf(s[3:], column_map=column_map, split=split)
+        return hf_rows(s[3:], column_map=column_map, split=split)
     if os.path.exists(s):
-        return read_file(s, schema=schema, column_map=column_map)
+        return file_rows(s, schema=schema, column_map=column_map)
     if "/" in s and not s.startswith((".", "/", "~")) and s.count("/") == 1 and not Path(s).suffix:
-        return read_hf(s, column_map=column_map, split=split)
+        return hf_rows(s, column_map=column_map, split=split)
     raise DataError("no such file or folder (nor bundled:NAME, nor a hub id org/name)", path=s)
+
+
+def load(source: Any, *, schema: str | None = None, column_map: Any = None, split: str = "train") -> Dataset:
+    """Read any source into a :class:`Dataset` (see the module docstring for what a source can be)."""
+    if isinstance(source, Dataset):
+        return source
+    if _all_records(source):
+        return copy_records(source)
+    return to_dataset(open_rows(source, schema=schema, column_map=column_map, split=split))

@@ -16,12 +16,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from ..cache import mkstemp_umask
 from ..errors import ConfigError
 from ..preflight import check_output_file
 from .record import Dataset, Record
@@ -111,19 +113,23 @@ def resolve_format(dataset: Dataset, path: str | os.PathLike, fmt: str | None) -
     return schema, container
 
 
-def _warn_lossy(dataset: Dataset, schema: str, path: Path) -> None:
+def lossy(r: Record, schema: str) -> bool:
+    """Whether writing ``r`` as ``schema`` drops turns of its conversation."""
     if schema == "input-target":
-        changed = sum(is_multi_turn(r) for r in dataset)
-        why = "input-target holds one exchange"
-    elif schema == "alpaca":
-        changed = sum(not alpaca_turns(r)[2] for r in dataset)
-        why = "alpaca's system/history fields need alternating user/assistant turns and a non-empty system"
-    else:
+        return is_multi_turn(r)
+    if schema == "alpaca":
+        return not alpaca_turns(r)[2]
+    return False
+
+
+def _warn_lossy(changed: int, total: int, schema: str, path: Path) -> None:
+    if not changed:
         return
-    if changed:
-        log.warning(f"{path}: {changed} of {len(dataset)} records have a conversation that cannot be written "
-                    f"as {schema} ({why}); their last exchange was written (use --to messages or sharegpt "
-                    "to keep every turn)")
+    why = ("input-target holds one exchange" if schema == "input-target" else
+           "alpaca's system/history fields need alternating user/assistant turns and a non-empty system")
+    log.warning(f"{path}: {changed} of {total} records have a conversation that cannot be written "
+                f"as {schema} ({why}); their last exchange was written (use --to messages or sharegpt "
+                "to keep every turn)")
 
 
 def _open_out(path: Path, binary: bool = False):
@@ -133,43 +139,159 @@ def _open_out(path: Path, binary: bool = False):
     return open(path, "wb") if binary else open(path, "w", encoding="utf-8", newline="")
 
 
-def write(dataset: Dataset, path: str | os.PathLike, format: str | None = None) -> str:
-    """Write ``dataset`` to ``path`` atomically; returns the ``SCHEMA:CONTAINER`` written."""
-    schema, container = resolve_format(dataset, path, format)
+class _Sink:
+    """Rows written to one (temporary) file as they come: ``add(rows)`` per chunk, ``close()`` once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Release what is open after a failure (the caller removes the file)."""
+
+
+class _JsonlSink(_Sink):
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.fh = _open_out(path)
+
+    def add(self, rows):
+        self.fh.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+    def close(self):
+        self.fh.close()
+
+    abort = close
+
+
+class _JsonSink(_Sink):
+    """A JSON array, laid out exactly as ``json.dump(rows, indent=2)`` lays it out."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.fh = _open_out(path)
+        self.any = False
+
+    def add(self, rows):
+        for row in rows:
+            item = json.dumps(row, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+            self.fh.write((",\n  " if self.any else "[\n  ") + item)
+            self.any = True
+
+    def close(self):
+        self.fh.write("\n]\n" if self.any else "[]\n")
+        self.fh.close()
+
+    def abort(self):
+        self.fh.close()
+
+
+class _CsvSink(_Sink):
+    """CSV needs every column before the first row: rows wait in a JSON-lines spool file beside the output."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.columns: dict[str, None] = {}
+        fd, self.spool = mkstemp_umask(prefix=f".{path.name}.", suffix=".spool", dir=path.parent)
+        self.fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+    def add(self, rows):
+        for row in rows:
+            self.columns.update(dict.fromkeys(row))
+            self.fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def close(self):
+        self.fh.close()
+        try:
+            with _open_out(self.path) as out, open(self.spool, encoding="utf-8") as spool:
+                w = csv.DictWriter(out, fieldnames=list(self.columns))
+                w.writeheader()
+                for line in spool:
+                    w.writerow({k: (v if isinstance(v, str) or v is None else json.dumps(v, ensure_ascii=False))
+                                for k, v in json.loads(line).items()})
+        finally:
+            os.unlink(self.spool)
+
+    def abort(self):
+        self.fh.close()
+        if os.path.exists(self.spool):
+            os.unlink(self.spool)
+
+
+class _ParquetSink(_Sink):
+    """Each chunk becomes an Arrow table (columnar: about the size of the data, not of Python objects); the
+    tables are joined (types promoted, e.g. a column null in one chunk and text in another) and written at
+    the end. The columns are those of the first row, as ``pyarrow.Table.from_pylist`` takes them."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.names: list[str] | None = None
+        self.tables: list[Any] = []
+
+    def add(self, rows):
+        import pyarrow as pa
+
+        if not rows:
+            return
+        if self.names is None:
+            self.names = list(rows[0])
+        self.tables.append(pa.Table.from_pydict({k: [row.get(k) for row in rows] for k in self.names}))
+
+    def close(self):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.concat_tables(self.tables, promote_options="permissive") if self.tables else pa.table({})
+        self.tables = []
+        pq.write_table(table, self.path)
+
+
+SINKS = {"jsonl": _JsonlSink, "json": _JsonSink, "csv": _CsvSink, "parquet": _ParquetSink}
+
+
+def write_chunks(chunks: Iterable[Dataset], path: str | os.PathLike, format: str | None = None) -> tuple[int, str]:
+    """Write the records of ``chunks`` (datasets read one after another from one source) to ``path`` as they
+    come, atomically (a temporary file beside ``path``, renamed when complete); returns (records, format).
+
+    The format defaults from the first chunk (its schema) and ``path``'s suffix, as for :func:`write`.
+    JSON lines, JSON and CSV hold one chunk's rows in memory at a time (CSV spools them to a temporary
+    file, to learn every column before writing the header); Parquet holds them as Arrow tables.
+    """
+    it = iter(chunks)
+    first = next(it, None)
+    if first is None:
+        first = Dataset([])
+    schema, container = resolve_format(first, path, format)
     p = check_output_file(path)
-    _warn_lossy(dataset, schema, p)
+    if container == "csv" and schema in ("messages", "sharegpt"):
+        raise ConfigError(f"the {schema} schema has nested turns and cannot be written as CSV")
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
     if tmp.suffix != p.suffix:  # keep the .gz suffix for _open_out
         tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}")
-    rows = [to_row(r, schema) for r in dataset]
+    total = changed = 0
+    sink = SINKS[container](tmp)
     try:
-        if container == "jsonl":
-            with _open_out(tmp) as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        elif container == "json":
-            with _open_out(tmp) as fh:
-                json.dump(rows, fh, ensure_ascii=False, indent=2)
-                fh.write("\n")
-        elif container == "csv":
-            if schema in ("messages", "sharegpt"):
-                raise ConfigError(f"the {schema} schema has nested turns and cannot be written as CSV")
-            columns: list[str] = []
-            for row in rows:
-                columns.extend(k for k in row if k not in columns)
-            with _open_out(tmp) as fh:
-                w = csv.DictWriter(fh, fieldnames=columns)
-                w.writeheader()
-                for row in rows:
-                    w.writerow({k: (v if isinstance(v, str) or v is None else json.dumps(v, ensure_ascii=False))
-                                for k, v in row.items()})
-        elif container == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(rows), tmp)
+        for chunk in itertools.chain([first], it):
+            changed += sum(lossy(r, schema) for r in chunk)
+            total += len(chunk)
+            sink.add([to_row(r, schema) for r in chunk])
+        sink.close()
         os.replace(tmp, p)
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
-    return f"{schema}:{container}"
+    _warn_lossy(changed, total, schema, p)
+    return total, f"{schema}:{container}"
+
+
+def write(dataset: Dataset, path: str | os.PathLike, format: str | None = None) -> str:
+    """Write ``dataset`` to ``path`` atomically; returns the ``SCHEMA:CONTAINER`` written."""
+    return write_chunks([dataset], path, format)[1]
