@@ -72,6 +72,10 @@ class Context:
         self._model, self._embedder = model, embedder
         self._judge = judge  # a Judge, or a spec for backends.judge.load_judge (None: local, with this model)
         self._opts = opts
+        # resources handed over as objects that the options cannot name (another process cannot rebuild them)
+        self._unnamed = {name for name, obj in (("model", model), ("embedder", embedder), ("judge", judge))
+                         if obj is not None and not isinstance(obj, (str, dict))
+                         and not (name == "model" and _source_of(obj) is not None)}
         for name in _NOTED:
             setattr(self, name, getattr(opts, name))
         self.sources = sources or {}
@@ -100,6 +104,30 @@ class Context:
                                   max_length=s["max_length"], batch_size=s["batch_size"],
                                   batch_tokens=s["batch_tokens"], seed=s["seed"], use_cache=self.use_cache,
                                   progress=self.progress)
+
+    def worker_options(self) -> RuntimeOptions | None:
+        """The options another process (a Ray worker) rebuilds this context's resources from: :attr:`options`,
+        with the dtype pinned to what it is here (a loaded model's; else ``auto`` resolved on this machine): a
+        worker's hardware may resolve ``auto`` otherwise, and the dtype is part of a model's identity. None
+        when a resource was handed over as an object the options cannot name (a model without a source, an
+        embedder or judge object): such work stays in this process."""
+        from ..backends.device import dtype_name, pick_device, pick_dtype
+
+        if self._unnamed:
+            return None
+        opts = self.options
+        if self.model_loaded:
+            return opts.replace(dtype=dtype_name(self._model.dtype))
+        return opts.replace(dtype=dtype_name(pick_dtype(opts.dtype, pick_device(opts.device))))
+
+    def loaded_identities(self) -> dict[str, str]:
+        """The identities of the resources loaded so far (``model``, ``embedder``, ``judge``): a worker that
+        rebuilds them from :meth:`worker_options` checks that it loaded the same ones."""
+        out = {}
+        for name, obj in (("model", self._model), ("embedder", self._embedder), ("judge", self._judge)):
+            if obj is not None and not isinstance(obj, (str, dict)) and getattr(obj, "identity", None):
+                out[name] = obj.identity
+        return out
 
     @property
     def cache_dir(self) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..cache import ScoreStore
 from ..data.record import Dataset, Record
+from .options import RuntimeOptions
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,11 @@ class Recipe:
 @dataclass
 class BatchWork:
     """What an executor runs: ``batches`` (index lists into ``records``) of one computation, and where
-    its rows are stored (the score store of ``scorer``/``params``/``identity`` under ``cache_dir``)."""
+    its rows are stored (the score store of ``scorer``/``params``/``identity`` under ``cache_dir``).
+
+    ``options``: what a worker rebuilds ``recipe``'s resources from (:meth:`Context.worker_options`; None:
+    the work cannot leave this process); ``expect``: the identities of the resources this process loaded,
+    which a worker's must match."""
 
     scorer: str
     params: dict[str, Any]
@@ -58,6 +63,8 @@ class BatchWork:
     recipe: Recipe | None = None
     use_cache: bool = True
     cache_dir: str | None = None
+    options: RuntimeOptions | None = None
+    expect: dict[str, str] = field(default_factory=dict)
 
     def open_store(self) -> ScoreStore | None:
         if not self.use_cache:
@@ -86,6 +93,7 @@ def run_cached(
     plan: Callable[[list[Record]], Iterable[list[int]]],
     ctx,
     recipe: Recipe | None = None,
+    complete: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows for every record: cached ones read back, the rest computed batch by batch and stored.
 
@@ -94,14 +102,20 @@ def run_cached(
     process (the Ray executor). Each finished batch is stored atomically before it is reported, so an
     interrupted run loses only the batches in flight. A progress bar shows rate and ETA; the last
     log line reports samples/s.
+
+    ``complete(row)``: whether a cached row holds everything this run needs (default: any row does); a
+    record whose row lacks something is computed again, and ``compute`` finds the row in the store (the
+    IFD losses keep one row per record and add each empty prompt's loss to it).
     """
     options = ctx.options
     work = BatchWork(scorer, params, identity, [], [], compute, recipe, options.use_cache, options.cache_dir)
+    if recipe is not None:
+        work.options, work.expect = ctx.worker_options(), ctx.loaded_identities()
     store = work.open_store()
     rows: dict[str, dict[str, Any]] = {}
     for r in dataset:
         hit = store.lookup(r.id, r.content_key()) if store is not None else None
-        if hit is not None:
+        if hit is not None and (complete is None or complete(hit)):
             rows[r.id] = hit
         else:
             work.records.append(r)
