@@ -20,7 +20,7 @@ from ..backends.decoding import DECODE_RULE
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
 from ..runtime.context import Context
-from ..runtime.runner import run_cached, sequential_plan
+from ..runtime.runner import Recipe, run_cached, sequential_plan
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,41 @@ def chat_prompt(lm, record: Record) -> str:
     return lm.renderer.prompt_for_messages(record.chat(with_response=False))
 
 
+def local_generations(lm, params: GenerationParams, render: Callable[[Record], str]):
+    """The batch computation of :func:`generate_cached`: ``lm``'s answers to the rendered prompts."""
+
+    def compute(batch: list[Record]) -> list[dict[str, Any]]:
+        texts = lm.generate([render(r) for r in batch], max_new_tokens=params.max_new_tokens,
+                            temperature=params.temperature, top_p=params.top_p, seed=params.seed)
+        return [{"text": t} for t in texts]
+
+    return compute
+
+
+def make_local_generations(ctx: Context, params: dict[str, Any], prompts: dict[str, str] | None = None):
+    """:func:`local_generations` with ``ctx.model``, prompts from ``prompts`` (by item id) or
+    :func:`chat_prompt` (the recipe a Ray worker rebuilds it from)."""
+    lm = ctx.model
+    render = (lambda r: prompts[r.id]) if prompts is not None else (lambda r: chat_prompt(lm, r))
+    return local_generations(lm, GenerationParams(**params), render)
+
+
 def generate_cached(lm, items: Dataset, *, params: GenerationParams, ctx: Context,
-                    prompt_fn: Callable[[Record], str] | None = None, recipe: dict[str, Any] | None = None,
-                    batch_size: int | None = None) -> tuple[list[str], dict[str, Any]]:
+                    prompt_fn: Callable[[Record], str] | None = None, prompts: dict[str, str] | None = None,
+                    recipe: dict[str, Any] | None = None, batch_size: int | None = None
+                    ) -> tuple[list[str], dict[str, Any]]:
     """One answer per item (in order) and run info (computed, cached, seconds).
 
-    ``prompt_fn`` renders an item's prompt text (default :func:`chat_prompt`); ``recipe`` names what
-    that prompt depends on besides the item (e.g. the ICL subset and k) and goes into the cache key.
+    The prompt text of an item: ``prompts[item.id]``, else ``prompt_fn(item)``, else :func:`chat_prompt`;
+    ``recipe`` names what that prompt depends on besides the item (e.g. the ICL subset and k) and goes
+    into the cache key. Without ``prompt_fn``, with ``lm`` the context's model, Ray workers (the
+    context's executor) can generate too.
     """
     params.validate()
-    render = prompt_fn or (lambda r: chat_prompt(lm, r))
+    if prompts is not None:
+        render = lambda r: prompts[r.id]  # noqa: E731
+    else:
+        render = prompt_fn or (lambda r: chat_prompt(lm, r))
     bs = batch_size or ctx.batch_size
 
     def plan(todo: Sequence[Record]):
@@ -70,16 +95,13 @@ def generate_cached(lm, items: Dataset, *, params: GenerationParams, ctx: Contex
         order = sorted(range(len(todo)), key=lambda i: (-len(todo[i].prompt), i))
         return [order[k:k + bs] for k in range(0, len(order), bs)]
 
-    def compute(batch: list[Record]) -> list[dict[str, Any]]:
-        prompts = [render(r) for r in batch]
-        texts = lm.generate(prompts, max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                            top_p=params.top_p, seed=params.seed)
-        return [{"text": t} for t in texts]
-
+    portable = prompt_fn is None and ctx.model_loaded and ctx.model is lm
     key = {**params.as_dict(), "recipe": recipe or {"prompt": "chat"}, "system": lm.renderer.system,
            "decode": DECODE_RULE}
-    rows, info = run_cached(items, scorer="generate", params=key, identity=lm.identity, compute=compute,
-                            plan=plan, ctx=ctx)
+    rows, info = run_cached(items, scorer="generate", params=key, identity=lm.identity,
+                            compute=local_generations(lm, params, render), plan=plan, ctx=ctx,
+                            recipe=Recipe("datawinnow.evaluate.generate:make_local_generations",
+                                          {"params": params.as_dict(), "prompts": prompts}) if portable else None)
     return [row["text"] for row in rows], info
 
 

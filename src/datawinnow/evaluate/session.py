@@ -102,7 +102,7 @@ class EvalSession:
         else:
             built = dict(zip(items.ids, self.icl.prompts(lm, list(items))))
             texts, info = generate_cached(lm, items, params=params, ctx=self.ctx,
-                                          prompt_fn=lambda r: built[r.id][0], recipe=self.icl.identity)
+                                          prompts={i: built[i][0] for i in items.ids}, recipe=self.icl.identity)
             examples = [built[i][1] for i in items.ids]
         info = {**info, "generation": params.as_dict(),
                 "generation_key": self.generation_key(params)}

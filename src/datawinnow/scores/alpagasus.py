@@ -21,7 +21,8 @@ from ..registry import SCORERS
 from .base import Scorer, ScoreTable
 from ..runtime.context import Context
 from ..runtime.runner import run_cached
-from .judging import check_readout, expected_scores, finite_or_nan, judge_plan, parse_rating, transcript, unparsable
+from .judging import (check_readout, expected_scores, finite_or_nan, judge_plan, judge_recipe, parse_rating,
+                      transcript, unparsable)
 
 PROMPT_VERSION = "alpagasus-v1"
 PARSER_VERSION = "rating-v2"  # decimals read whole ("4.5" is 4.5; rating-v1 read its first digit, 4)
@@ -47,6 +48,27 @@ def alpagasus_conversation(record: Record) -> list[dict[str, str]]:
             {"role": "user", "content": TEMPLATE.format(task=task, answer=answer)}]
 
 
+def make_alpagasus_ratings(ctx: Context, readout: str, max_tokens: int, on_unparsable: str):
+    """The batch computation of the scorer: ``ctx.judge``'s rating per record, from its reply text or the
+    expected rating over the digit probabilities (also the recipe a Ray worker rebuilds it from)."""
+    judge = ctx.judge
+
+    def compute(batch: list[Record]) -> list[dict]:
+        convs = [alpagasus_conversation(r) for r in batch]
+        if readout == "expected":
+            scores, probs = expected_scores(judge, convs, range(6))
+            return [{"rating": float(s), "p_max": float(p.max())} for s, p in zip(scores, probs)]
+        rows = []
+        for r, reply in zip(batch, judge.chat(convs, max_tokens=max_tokens, temperature=0.0)):
+            value = parse_rating(reply, 0, 5)
+            if value is None and on_unparsable == "error":
+                raise unparsable(AlpagasusScorer.name, r, reply)
+            rows.append({"rating": value, "reply": reply[:200]})
+        return rows
+
+    return compute
+
+
 @SCORERS.register
 class AlpagasusScorer(Scorer):
     name = "alpagasus"
@@ -62,24 +84,12 @@ class AlpagasusScorer(Scorer):
             raise ConfigError(f"alpagasus: max_tokens must be >= 1, got {max_tokens}")
         judge = ctx.judge
         check_readout(readout, judge, self.name)
-
-        def compute(batch: list[Record]) -> list[dict]:
-            convs = [alpagasus_conversation(r) for r in batch]
-            if readout == "expected":
-                scores, probs = expected_scores(judge, convs, range(6))
-                return [{"rating": float(s), "p_max": float(p.max())} for s, p in zip(scores, probs)]
-            rows = []
-            for r, reply in zip(batch, judge.chat(convs, max_tokens=max_tokens, temperature=0.0)):
-                value = parse_rating(reply, 0, 5)
-                if value is None and on_bad == "error":
-                    raise unparsable(self.name, r, reply)
-                rows.append({"rating": value, "reply": reply[:200]})
-            return rows
-
+        given = {"readout": readout, "max_tokens": max_tokens, "on_unparsable": on_bad}
         params = {"prompt": PROMPT_VERSION, "readout": readout,
                   **({"max_tokens": max_tokens, "parser": PARSER_VERSION} if readout == "text" else {})}
-        rows, info = run_cached(dataset, scorer=self.name, params=params, identity=judge.identity, compute=compute,
-                                plan=judge_plan(judge, ctx), ctx=ctx)
+        rows, info = run_cached(dataset, scorer=self.name, params=params, identity=judge.identity,
+                                compute=make_alpagasus_ratings(ctx, **given), plan=judge_plan(judge, ctx), ctx=ctx,
+                                recipe=judge_recipe(judge, "datawinnow.scores.alpagasus:make_alpagasus_ratings", given))
         rating = finite_or_nan([r["rating"] for r in rows])
         if on_bad == "error":
             for rec, row in zip(dataset, rows):  # unscored rows cached by an earlier on_unparsable=drop run

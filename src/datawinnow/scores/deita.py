@@ -32,8 +32,8 @@ from ..errors import ConfigError
 from ..registry import SCORERS
 from .base import Scorer, ScoreTable
 from ..runtime.context import Context
-from ..runtime.runner import run_cached
-from .judging import expected_scores, judge_plan, turns
+from ..runtime.runner import Recipe, run_cached, sequential_plan
+from .judging import expected_scores, judge_plan, judge_recipe, turns
 from .vectors import pack, unpack_rows
 
 SCALE = range(1, 7)
@@ -92,8 +92,8 @@ def _scorer_judge(name: str | None, style: str, ctx: Context, role: str) -> tupl
     return judge, ("datawinnow" if style == "auto" else style)
 
 
-def _rate(dataset: Dataset, ctx: Context, judge: Judge, style: str, kind: str) -> tuple[list[list[float]], dict]:
-    """Per record, one expected rating (1-6) per turn; cached per record under the judge's identity."""
+def deita_ratings(judge: Judge, style: str, kind: str):
+    """The batch computation of one DEITA score: per record, the judge's expected rating (1-6) of each turn."""
 
     def convs_of(r: Record) -> list:
         if kind == "complexity":
@@ -110,8 +110,23 @@ def _rate(dataset: Dataset, ctx: Context, judge: Judge, style: str, kind: str) -
             k += len(cs)
         return rows
 
+    return compute
+
+
+def make_deita_ratings(ctx: Context, kind: str, model: str | None, prompt: str):
+    """:func:`deita_ratings` with the judge the scorer's parameters name (the recipe a Ray worker rebuilds it from)."""
+    judge, style = _scorer_judge(model, prompt, ctx, kind)
+    return deita_ratings(judge, style, kind)
+
+
+def _rate(dataset: Dataset, ctx: Context, judge: Judge, style: str, kind: str, model: str | None, prompt: str
+          ) -> tuple[list[list[float]], dict]:
+    """Per record, one expected rating (1-6) per turn; cached per record under the judge's identity."""
+    recipe = judge_recipe(judge, "datawinnow.scores.deita:make_deita_ratings",
+                          {"kind": kind, "model": model, "prompt": prompt})
     rows, info = run_cached(dataset, scorer=f"deita-{kind}", params={"prompt": style, "scale": "1-6"},
-                            identity=judge.identity, compute=compute, plan=judge_plan(judge, ctx), ctx=ctx)
+                            identity=judge.identity, compute=deita_ratings(judge, style, kind),
+                            plan=judge_plan(judge, ctx), ctx=ctx, recipe=recipe)
     return [r[kind] for r in rows], info
 
 
@@ -131,8 +146,8 @@ class DeitaScorer(Scorer):
             qj, qstyle = cj, cstyle  # one checkpoint for both scores: load it once
         else:
             qj, qstyle = _scorer_judge(self.params["quality_model"], style, ctx, "quality")
-        complexity, cinfo = _rate(dataset, ctx, cj, cstyle, "complexity")
-        quality, qinfo = _rate(dataset, ctx, qj, qstyle, "quality")
+        complexity, cinfo = _rate(dataset, ctx, cj, cstyle, "complexity", self.params["complexity_model"], style)
+        quality, qinfo = _rate(dataset, ctx, qj, qstyle, "quality", self.params["quality_model"], style)
         evol = np.array([evol_score(c, q) for c, q in zip(complexity, quality)], dtype=np.float64)
         parts = {"complexity": np.array([np.mean(c) for c in complexity]),
                  "quality": np.array([np.mean(q) for q in quality]),
@@ -162,32 +177,50 @@ def deita_embeddings(dataset: Dataset, ctx: Context, source: str = "embedder") -
     if source not in EMBEDDINGS:
         raise ConfigError(f"deita: embedding must be one of {', '.join(EMBEDDINGS)}, got '{source}'")
     if source == "embedder":
-        emb = ctx.embedder
-
-        def compute(batch: list[Record]) -> list[dict]:
-            vecs = emb.encode([sample_text(r) for r in batch])
-            return [{"emb": pack(v)} for v in vecs]
-
-        from ..runtime.runner import sequential_plan
-
         rows, info = run_cached(dataset, scorer="deita-embed", params={"source": "embedder"},
-                                identity=emb.identity, compute=compute, plan=sequential_plan(64), ctx=ctx)
+                                identity=ctx.embedder.identity, compute=make_sample_embeddings(ctx),
+                                plan=sequential_plan(64), ctx=ctx,
+                                recipe=Recipe("datawinnow.scores.deita:make_sample_embeddings"))
         return unpack_rows(rows, "emb"), info
-    lm = ctx.model
-    ids: dict[str, list[int]] = {}
-
-    def ids_of(r: Record) -> list[int]:
-        if r.id not in ids:
-            ids[r.id] = lm.encode(lm.renderer.prompt(r) + r.output)[:lm.max_length]
-        return ids[r.id]
+    compute = make_last_token_states(ctx)
+    lm = compute.lm
 
     def plan(todo: list[Record]):
-        return ctx.batches([len(ids_of(r)) for r in todo], lm=lm)
-
-    def compute_lm(batch: list[Record]) -> list[dict]:
-        return [{"emb": pack(v)} for v in last_token_states(lm, [ids_of(r) for r in batch])]
+        return ctx.batches([len(compute.ids_of(r)) for r in todo], lm=lm)
 
     rows, info = run_cached(dataset, scorer="deita-embed", params={"source": "model", "max_length": lm.max_length,
                                                                    "system": lm.renderer.system},
-                            identity=lm.identity, compute=compute_lm, plan=plan, ctx=ctx)
+                            identity=lm.identity, compute=compute, plan=plan, ctx=ctx,
+                            recipe=Recipe("datawinnow.scores.deita:make_last_token_states"))
     return unpack_rows(rows, "emb"), info
+
+
+def make_sample_embeddings(ctx: Context):
+    """The sentence embedder's batch computation for :func:`deita_embeddings` (also its Ray recipe)."""
+    emb = ctx.embedder
+
+    def compute(batch: list[Record]) -> list[dict]:
+        return [{"emb": pack(v)} for v in emb.encode([sample_text(r) for r in batch])]
+
+    return compute
+
+
+class LastTokenStates:
+    """The causal LM's batch computation for :func:`deita_embeddings` (token ids memoised: the plan reads them)."""
+
+    def __init__(self, lm: CausalLM):
+        self.lm = lm
+        self._ids: dict[str, list[int]] = {}
+
+    def ids_of(self, r: Record) -> list[int]:
+        if r.id not in self._ids:
+            self._ids[r.id] = self.lm.encode(self.lm.renderer.prompt(r) + r.output)[:self.lm.max_length]
+        return self._ids[r.id]
+
+    def __call__(self, batch: list[Record]) -> list[dict]:
+        return [{"emb": pack(v)} for v in last_token_states(self.lm, [self.ids_of(r) for r in batch])]
+
+
+def make_last_token_states(ctx: Context) -> LastTokenStates:
+    """:class:`LastTokenStates` on ``ctx.model`` (the recipe a Ray worker rebuilds it from)."""
+    return LastTokenStates(ctx.model)

@@ -27,7 +27,7 @@ makes many rankings tie).
 from __future__ import annotations
 
 import math
-import time
+from pathlib import Path
 
 import numpy as np
 
@@ -38,8 +38,7 @@ from ..errors import ConfigError, DataError
 from ..registry import SCORERS
 from .base import Scorer, ScoreTable
 from ..runtime.context import Context
-from ..runtime.progress import progress_bar
-from ..runtime.runner import run_summary
+from ..runtime.runner import Recipe, run_cached
 
 
 VARIANTS = ("loss_ratio", "ppl_ratio")
@@ -87,74 +86,95 @@ def ifd_pairs(model, record: Record, empty_prompt: str) -> tuple[Pair, Pair]:
     return cond, model.span_pair(empty_prompt_text(model, empty_prompt), cond.response)
 
 
+def ifd_store_params(model) -> dict:
+    """The IFD store's parameters (with the model's identity they key the one store of L(y|x) and every L(y))."""
+    return {"rules": RULES, "max_length": model.max_length, "system": model.renderer.system}
+
+
+class IfdLosses:
+    """The batch computation of :func:`ifd_losses`: per record, the passes its cached row lacks (L(y|x) and the
+    span length, then this empty prompt's L(y)), merged into that row. The same object plans the batches
+    (:meth:`length`: the conditioned pair's length, or the unconditioned one's when L(y|x) is cached)."""
+
+    def __init__(self, ctx: Context, empty_prompt: str, store: ScoreStore | None):
+        self.ctx, self.model, self.store = ctx, ctx.model, store
+        self.u_key = f"loss_{empty_prompt}"
+        self.u_text = empty_prompt_text(self.model, empty_prompt)
+        self._cond: dict[str, Pair] = {}
+
+    def cached(self, r: Record) -> dict:
+        """What the store holds for ``r`` (without its stamp), or an empty row."""
+        hit = self.store.lookup(r.id, r.content_key()) if self.store is not None else None
+        return {k: v for k, v in hit.items() if k not in ("id", "_key")} if hit is not None else {}
+
+    def _cond_pair(self, r: Record) -> Pair:
+        if r.id not in self._cond:
+            self._cond[r.id] = conditioned_pair(self.model, r)
+        return self._cond[r.id]
+
+    def _uncond_pair(self, r: Record) -> Pair:
+        return self.model.span_pair(self.u_text, self._cond_pair(r).response)
+
+    def length(self, r: Record) -> int:
+        if "loss_conditioned" in self.cached(r):
+            return len(self._uncond_pair(r))  # L(y|x) cached: tokenization only, no model pass
+        return len(self._cond_pair(r))
+
+    def _losses(self, pairs: list[Pair]) -> np.ndarray:
+        """Mean response NLL per pair; under a token budget the pairs of one planned batch are batched again
+        by their own lengths (the unconditioned pass's differ from the conditioned lengths the plan used)."""
+        if self.ctx.batch_tokens is None:
+            return self.model.response_loss(pairs)
+        out = np.empty(len(pairs), dtype=np.float32)
+        for idx, lps in self.model.iter_batches(pairs, batch_tokens=self.ctx.batch_tokens):
+            out[idx] = [-lp.mean() if len(lp) else np.nan for lp in lps]
+        return out
+
+    def __call__(self, batch: list[Record]) -> list[dict]:
+        rows = [self.cached(r) for r in batch]
+        fresh = [k for k, row in enumerate(rows) if "loss_conditioned" not in row]
+        if fresh:
+            for k, loss in zip(fresh, self._losses([self._cond_pair(batch[k]) for k in fresh])):
+                rows[k].update(loss_conditioned=float(loss), n_tokens=len(self._cond_pair(batch[k]).response))
+        for row, loss in zip(rows, self._losses([self._uncond_pair(r) for r in batch])):
+            row[self.u_key] = float(loss)
+        for r in batch:
+            self._cond.pop(r.id, None)
+        return rows
+
+
+def make_ifd_losses(ctx: Context, empty_prompt: str) -> IfdLosses:
+    """:class:`IfdLosses` on ``ctx.model`` with its store (the recipe a Ray worker rebuilds it from)."""
+    model = ctx.model
+    store = ScoreStore(STORE, ifd_store_params(model), model.identity,
+                       root=Path(ctx.cache_dir) if ctx.cache_dir else None) if ctx.use_cache else None
+    return IfdLosses(ctx, empty_prompt, store)
+
+
 def ifd_losses(dataset: Dataset, ctx: Context, empty_prompt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(L(y|x), L(y), response token count) per record, cached and resumable.
 
     Rows hold L(y|x) and each empty prompt's L(y) computed so far; a record is computed only for the
-    passes its row lacks (batch by batch, each batch stored atomically before the next starts).
+    passes its row lacks (batch by batch, each batch stored atomically before the next starts; through
+    the context's executor, so Ray workers can compute them).
     """
-    model = ctx.model
-    u_key = f"loss_{empty_prompt}"
-    u_text = empty_prompt_text(model, empty_prompt)
-    store = ScoreStore(STORE, {"rules": RULES, "max_length": model.max_length, "system": model.renderer.system},
-                       model.identity) if ctx.use_cache else None
-    rows: dict[str, dict] = {}
-    todo: list[Record] = []
-    for r in dataset:
-        hit = store.lookup(r.id, r.content_key()) if store is not None else None
-        if hit is not None:
-            rows[r.id] = hit
-        if hit is None or u_key not in hit:
-            todo.append(r)
+    compute = make_ifd_losses(ctx, empty_prompt)
+    model, u_key = compute.model, compute.u_key
     passes = {"conditioned": 0, empty_prompt: 0}
-    t0 = time.perf_counter()
-    if todo:
-        cond: dict[str, Pair] = {r.id: conditioned_pair(model, r) for r in todo if "loss_conditioned" not in
-                                 rows.get(r.id, {})}
-        spans = {r.id: cond[r.id].response if r.id in cond else None for r in todo}
 
-        def uncond_pair(r: Record) -> Pair:
-            span = spans[r.id]
-            if span is None:  # L(y|x) cached: rebuild the span (tokenization only, no model pass)
-                span = spans[r.id] = conditioned_pair(model, r).response
-            return model.span_pair(u_text, span)
+    def plan(todo: list[Record]):
+        lengths = [compute.length(r) for r in todo]
+        passes["conditioned"] = sum("loss_conditioned" not in compute.cached(r) for r in todo)
+        passes[empty_prompt] = len(todo)
+        return ctx.batches(lengths, lm=model)
 
-        lengths = [len(cond[r.id]) if r.id in cond else len(uncond_pair(r)) for r in todo]
-        def losses(pairs: list[Pair]) -> np.ndarray:
-            """Mean response NLL per pair; under a token budget the pairs of one planned batch are batched again
-            by their own lengths (the unconditioned pass's differ from the conditioned lengths the plan used)."""
-            if ctx.batch_tokens is None:
-                return model.response_loss(pairs)
-            out = np.empty(len(pairs), dtype=np.float32)
-            for idx, lps in model.iter_batches(pairs, batch_tokens=ctx.batch_tokens):
-                out[idx] = [-lp.mean() if len(lp) else np.nan for lp in lps]
-            return out
-
-        bar = progress_bar(len(todo), "ifd", ctx.progress)
-        try:
-            for idx in ctx.batches(lengths, lm=model):
-                batch = [todo[i] for i in idx]
-                fresh = [r for r in batch if r.id in cond]
-                if fresh:
-                    for r, loss in zip(fresh, losses([cond[r.id] for r in fresh])):
-                        rows[r.id] = {"loss_conditioned": float(loss), "n_tokens": len(cond[r.id].response)}
-                    passes["conditioned"] += len(fresh)
-                for r, loss in zip(batch, losses([uncond_pair(r) for r in batch])):
-                    rows[r.id] = {**rows[r.id], u_key: float(loss), "id": r.id, "_key": r.content_key()}
-                passes[empty_prompt] += len(batch)
-                if store is not None:
-                    store.put([rows[r.id] for r in batch])
-                bar.update(len(batch))
-        finally:
-            bar.close()
-        if store is not None:
-            store.compact()
-    info = run_summary("ifd", len(dataset), len(todo), t0, extra={"passes": passes},
-                       detail="; passes " + ", ".join(f"{k} {v}" for k, v in passes.items()))
-    ordered = [rows[r.id] for r in dataset]
-    lc = np.array([r["loss_conditioned"] for r in ordered], dtype=np.float64)
-    lu = np.array([r[u_key] for r in ordered], dtype=np.float64)
-    nt = np.array([r["n_tokens"] for r in ordered], dtype=np.int64)
+    rows, info = run_cached(dataset, scorer=STORE, params=ifd_store_params(model), identity=model.identity,
+                            compute=compute, plan=plan, ctx=ctx, complete=lambda row: u_key in row,
+                            recipe=Recipe("datawinnow.scores.ifd:make_ifd_losses", {"empty_prompt": empty_prompt}))
+    info = {**info, "passes": passes}
+    lc = np.array([r["loss_conditioned"] for r in rows], dtype=np.float64)
+    lu = np.array([r[u_key] for r in rows], dtype=np.float64)
+    nt = np.array([r["n_tokens"] for r in rows], dtype=np.int64)
     return lc, lu, nt, info
 
 

@@ -24,7 +24,7 @@ from ..backends.causal_lm import CausalLM, to_numpy
 from ..data.record import Dataset, Record
 from ..errors import ConfigError, DataError
 from ..runtime.context import Context
-from ..runtime.runner import run_cached
+from ..runtime.runner import Recipe, run_cached
 from .vectors import pack, unpack_rows
 
 TEXTS = ("bare", "template")
@@ -60,26 +60,43 @@ def embed_and_perplexity(lm: CausalLM, sequences: list[list[int]]) -> tuple[np.n
     return to_numpy(emb), ppl
 
 
-def instruction_stats(dataset: Dataset, ctx: Context, text: str = "bare", lm: CausalLM | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(embeddings [n, H] float32, instruction perplexity [n] float64, run info), cached per record."""
-    lm = lm or ctx.model
-    ids = {}
+class InstructionStats:
+    """The batch computation of :func:`instruction_stats` (its token ids are memoised: the plan reads them too)."""
 
-    def ids_of(r: Record) -> list[int]:
-        if r.id not in ids:
-            ids[r.id] = instruction_ids(lm, r, text)
-        return ids[r.id]
+    def __init__(self, lm: CausalLM, text: str):
+        self.lm, self.text = lm, text
+        self._ids: dict[str, list[int]] = {}
 
-    def plan(todo: list[Record]):
-        return ctx.batches([len(ids_of(r)) for r in todo], lm=lm)
+    def ids_of(self, r: Record) -> list[int]:
+        if r.id not in self._ids:
+            self._ids[r.id] = instruction_ids(self.lm, r, self.text)
+        return self._ids[r.id]
 
-    def compute(batch: list[Record]) -> list[dict]:
-        emb, ppl = embed_and_perplexity(lm, [ids_of(r) for r in batch])
+    def __call__(self, batch: list[Record]) -> list[dict]:
+        emb, ppl = embed_and_perplexity(self.lm, [self.ids_of(r) for r in batch])
         return [{"emb": pack(e), "ppl": float(p)} for e, p in zip(emb, ppl)]
 
+
+def make_instruction_stats(ctx: Context, text: str) -> InstructionStats:
+    """:class:`InstructionStats` on ``ctx.model`` (the recipe a Ray worker rebuilds it from)."""
+    return InstructionStats(ctx.model, text)
+
+
+def instruction_stats(dataset: Dataset, ctx: Context, text: str = "bare", lm: CausalLM | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(embeddings [n, H] float32, instruction perplexity [n] float64, run info), cached per record.
+
+    ``lm``: another model than the context's (computed in this process then)."""
+    own = lm is None
+    lm = lm or ctx.model
+    compute = InstructionStats(lm, text)
+
+    def plan(todo: list[Record]):
+        return ctx.batches([len(compute.ids_of(r)) for r in todo], lm=lm)
+
     params = {"text": text, "max_length": lm.max_length, "system": lm.renderer.system}
+    recipe = Recipe("datawinnow.scores.instruction_stats:make_instruction_stats", {"text": text}) if own else None
     rows, info = run_cached(dataset, scorer="instruction-stats", params=params, identity=lm.identity,
-                            compute=compute, plan=plan, ctx=ctx)
+                            compute=compute, plan=plan, ctx=ctx, recipe=recipe)
     return unpack_rows(rows, "emb"), np.array([r["ppl"] if r["ppl"] is not None else np.nan for r in rows],
                                               dtype=np.float64), info

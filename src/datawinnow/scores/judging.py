@@ -11,7 +11,7 @@ from ..backends.judge import Judge, JudgeError, expected_rating, reads_probabili
 from ..data.record import Record
 from ..errors import ConfigError, DataError
 from ..runtime.context import Context
-from ..runtime.runner import sequential_plan
+from ..runtime.runner import Recipe, sequential_plan
 
 READOUTS = ("text", "expected")
 
@@ -94,6 +94,15 @@ def judge_plan(judge: Judge, ctx: Context, per_record: int = 1):
     """Records per cached batch: enough to keep a remote judge's requests in flight, or one local batch."""
     width = max(ctx.batch_size, 2 * int(getattr(judge, "concurrency", 1)))
     return sequential_plan(max(1, width // max(per_record, 1)))
+
+
+def judge_recipe(judge: Judge, factory: str, kwargs: dict[str, Any]) -> Recipe | None:
+    """The recipe of judge work that Ray workers may take over: a local judge's (a model to run, rebuilt from
+    the run's options); a remote judge answers over HTTP with its own requests in flight, so its work stays
+    in this process (None)."""
+    from ..backends.judge_local import LocalJudge
+
+    return Recipe(factory, kwargs) if isinstance(judge, LocalJudge) else None
 
 
 def unparsable(scorer: str, record: Record, reply: str) -> JudgeError:

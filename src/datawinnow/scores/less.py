@@ -20,6 +20,7 @@ runs resume and a second target set reuses the pool's gradients.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,9 +34,9 @@ from ..registry import SCORERS
 from ..budget import resolve_budget
 from .base import Scorer, ScoreTable
 from ..runtime.context import Context
-from ..runtime.runner import run_cached
+from ..runtime.runner import Recipe, run_cached
 from .gradients import adam_direction, example_gradients, flat_state
-from .lora_warmup import WarmupConfig, WarmupResult, describe, lora_warmup, training_pair
+from .lora_warmup import WarmupConfig, WarmupResult, describe, load_warmup, lora_warmup, training_pair
 from .projection import RademacherProjector
 from .vectors import pack, unit_rows, unpack_rows
 
@@ -123,32 +124,71 @@ def gradient_features(warm: WarmupResult, index: int, records: Sequence[Record],
     return unit_rows(projector.project(grads))
 
 
+class LessGradients:
+    """The batch computation of :func:`projected_gradients`: unit-normalised projected gradients of a batch at
+    one checkpoint (the checkpoint's Adam moments kept on the device; training pairs memoised, the plan
+    reads their lengths)."""
+
+    def __init__(self, warm: WarmupResult, index: int, kind: str, projector: RademacherProjector, *,
+                 batch_tokens: int | None = None, batch_size: int | None = None):
+        self.warm, self.index, self.kind, self.projector = warm, index, kind, projector
+        self.batching = {"batch_tokens": batch_tokens, "batch_size": batch_size}
+        self.moments = None
+        if kind == "adam":
+            ck, dev = warm.checkpoints[index], warm.base.device
+            self.moments = (flat_state(ck, warm.names, "exp_avg").to(dev), flat_state(ck, warm.names, "exp_avg_sq").to(dev))
+        self._pairs: dict[str, Pair] = {}
+
+    def pair_of(self, r: Record) -> Pair:
+        if r.id not in self._pairs:
+            self._pairs[r.id] = training_pair(self.warm.base, r)
+        return self._pairs[r.id]
+
+    def __call__(self, batch: list[Record]) -> list[dict]:
+        pairs = [self.pair_of(r) for r in batch]
+        for r in batch:
+            self._pairs.pop(r.id, None)
+        feats = gradient_features(self.warm, self.index, batch, self.kind, self.projector, moments=self.moments,
+                                  pairs=pairs, **self.batching)
+        return [{"g": pack(f)} for f in feats]
+
+
+def make_less_gradients(ctx: Context, warmup_key: str, warmup_config: dict[str, Any], index: int, kind: str,
+                        dim: int, proj_seed: int, batch_tokens: int | None = None,
+                        batch_size: int | None = None) -> LessGradients:
+    """:class:`LessGradients` on ``ctx.model``'s warm-up ``warmup_key``, read back from the cache (the recipe a
+    Ray worker rebuilds it from)."""
+    warm = load_warmup(ctx.model, warmup_key, WarmupConfig(**warmup_config))
+    projector = RademacherProjector(sum(t.numel() for t in warm.checkpoints[0].lora.values()), dim, seed=proj_seed)
+    return LessGradients(warm, index, kind, projector, batch_tokens=batch_tokens, batch_size=batch_size)
+
+
 def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: str, projector: RademacherProjector,
-                        ctx: Context, *, batch_tokens: int | None = None,
-                        batch_size: int | None = None) -> tuple[np.ndarray, dict]:
-    """Unit-normalised projected gradients [n, d] at checkpoint ``index``: kind 'adam' (pool) or 'sgd' (targets)."""
+                        ctx: Context, *, batch_tokens: int | None = None, batch_size: int | None = None,
+                        config: WarmupConfig | None = None) -> tuple[np.ndarray, dict]:
+    """Unit-normalised projected gradients [n, d] at checkpoint ``index``: kind 'adam' (pool) or 'sgd' (targets).
+
+    ``config``: the warm-up's settings; with them (and the warm-up in the cache), Ray workers can load the
+    warm-up and compute batches too."""
     ck = warm.checkpoints[index]
-    moments = None
-    if kind == "adam":
-        dev = warm.base.device
-        moments = (flat_state(ck, warm.names, "exp_avg").to(dev), flat_state(ck, warm.names, "exp_avg_sq").to(dev))
     rows_per_pass = int(min(64, max(8, BUFFER_BYTES // (4 * projector.dim_in))))
-    pairs: dict[str, Pair] = {}
+    compute = LessGradients(warm, index, kind, projector, batch_tokens=batch_tokens, batch_size=batch_size)
 
     def plan(todo: list[Record]):
         # similar lengths in one pass: less padding in its forward/backward batches
-        pairs.update({r.id: training_pair(warm.base, r) for r in todo})
-        order = sorted(range(len(todo)), key=lambda i: (-len(pairs[todo[i].id]), i))
+        lengths = [len(compute.pair_of(r)) for r in todo]
+        order = sorted(range(len(todo)), key=lambda i: (-lengths[i], i))
         return [order[k:k + rows_per_pass] for k in range(0, len(order), rows_per_pass)]
 
-    def compute(batch: list[Record]) -> list[dict]:
-        feats = gradient_features(warm, index, batch, kind, projector, batch_tokens=batch_tokens,
-                                  batch_size=batch_size, moments=moments, pairs=[pairs.pop(r.id) for r in batch])
-        return [{"g": pack(f)} for f in feats]
-
+    recipe = None
+    if config is not None and ctx.use_cache and ctx.model_loaded and ctx.model is warm.base:
+        recipe = Recipe("datawinnow.scores.less:make_less_gradients",
+                        {"warmup_key": warm.key, "warmup_config": asdict(config), "index": index, "kind": kind,
+                         "dim": projector.d, "proj_seed": projector.seed, "batch_tokens": batch_tokens,
+                         "batch_size": batch_size})
     params = {"kind": kind, "warmup": warm.key, "epoch": ck.epoch, "dim": projector.d, "proj_seed": projector.seed}
     rows, info = run_cached(dataset, scorer=f"less-grad-{kind}", params=params, identity=warm.base.identity,
-                            compute=compute, plan=plan, ctx=ctx)
+                            compute=compute, plan=plan, ctx=ctx, recipe=recipe)
     return unpack_rows(rows, "g"), info
 
 
@@ -199,7 +239,7 @@ class LessScorer(Scorer):
         pool_feats, target_feats, infos = [], [], {}
         for c in which:
             for source, kind, feats in ((dataset, "adam", pool_feats), (target, "sgd", target_feats)):
-                feats.append(projected_gradients(source, warm, c, kind, projector, ctx, **batching)[0])
+                feats.append(projected_gradients(source, warm, c, kind, projector, ctx, config=cfg, **batching)[0])
         lrs = [warm.checkpoints[c].lr for c in which]
         if not sum(lrs) > 0:
             raise ConfigError("less: the warm-up's checkpoints have zero learning rate (more steps or a lower warmup_ratio)")

@@ -252,16 +252,8 @@ def lora_warmup(lm: CausalLM, records: Sequence[Record], cfg: WarmupConfig | Non
     losses: list[float] = []
     start_epoch = 0
     if use_cache:  # resume after the last finished epoch
-        for epoch in range(int(cfg.epochs)):
-            f = folder / f"epoch-{epoch + 1}.pt"
-            if not f.exists():
-                break
-            saved = torch.load(f, map_location="cpu", weights_only=True)
-            saved["checkpoint"] = Checkpoint(**{**saved["checkpoint"], "betas": tuple(saved["checkpoint"]["betas"])})
-            checkpoints.append(saved["checkpoint"])
-            losses = list(saved["losses"])
-            start_epoch = epoch + 1
-            last = saved
+        checkpoints, losses, last = _read_checkpoints(folder, int(cfg.epochs))
+        start_epoch = len(checkpoints)
         if start_epoch:
             with torch.no_grad():
                 for p, n in zip(params, names):
@@ -314,6 +306,41 @@ def lora_warmup(lm: CausalLM, records: Sequence[Record], cfg: WarmupConfig | Non
                         seconds=round(seconds, 3), from_cache=from_cache)
 
 
+def _read_checkpoints(folder, epochs: int) -> tuple[list[Checkpoint], list[float], dict | None]:
+    """The finished epochs' checkpoints in ``folder`` (up to the first missing one), the losses so far, and
+    the last epoch's saved state (None when there is none)."""
+    checkpoints: list[Checkpoint] = []
+    losses: list[float] = []
+    last = None
+    for epoch in range(epochs):
+        f = folder / f"epoch-{epoch + 1}.pt"
+        if not f.exists():
+            break
+        last = torch.load(f, map_location="cpu", weights_only=True)
+        last["checkpoint"] = Checkpoint(**{**last["checkpoint"], "betas": tuple(last["checkpoint"]["betas"])})
+        checkpoints.append(last["checkpoint"])
+        losses = list(last["losses"])
+    return checkpoints, losses, last
+
+
+def load_warmup(lm: CausalLM, key: str, cfg: WarmupConfig) -> WarmupResult:
+    """A finished warm-up read back from the cache: the LoRA model over ``lm`` (at the last checkpoint) and
+    every checkpoint of the run ``key`` names (:attr:`WarmupResult.key`). What another process (a Ray
+    worker) uses instead of the training samples; the run must have been cached (``use_cache``)."""
+    folder = cache_root() / "warmup" / key
+    checkpoints, losses, _ = _read_checkpoints(folder, int(cfg.epochs))
+    if len(checkpoints) < int(cfg.epochs):
+        raise ConfigError(f"the LoRA warm-up {key} has {len(checkpoints)} of {cfg.epochs} epochs in {folder}: a "
+                          "worker reads the warm-up from the cache folder of the run that trained it")
+    model, names = build_lora_model(lm, cfg)
+    model.to(lm.device)
+    result = WarmupResult(model=model, base=lm, checkpoints=checkpoints, losses=losses, key=key, names=names,
+                          from_cache=True)
+    result.load_checkpoint(len(checkpoints) - 1)
+    model.eval()
+    return result
+
+
 def _checkpoint(epoch: int, lr: float, opt: torch.optim.Optimizer, params, names) -> Checkpoint:
     group = opt.param_groups[0]
     exp_avg, exp_avg_sq, lora = {}, {}, {}
@@ -340,4 +367,4 @@ def describe(result: WarmupResult) -> dict[str, Any]:
 
 
 __all__ = ["Checkpoint", "WarmupConfig", "WarmupResult", "collate", "completion_loss", "completion_losses", "describe",
-           "lora_warmup", "training_pair"]
+           "load_warmup", "lora_warmup", "training_pair"]

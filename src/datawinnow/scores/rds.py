@@ -27,7 +27,7 @@ from ..data.record import Dataset, Record
 from ..registry import SCORERS
 from .base import Scorer, ScoreTable
 from ..runtime.context import Context
-from ..runtime.runner import run_cached
+from ..runtime.runner import Recipe, run_cached
 from .vectors import pack, unit_rows, unpack_rows
 
 POOLING = "position_weighted_mean"
@@ -54,27 +54,41 @@ def sample_ids(lm: CausalLM, record: Record) -> list[int]:
     return pair.prompt + pair.response
 
 
-def rds_embeddings(dataset: Dataset, ctx: Context) -> tuple[np.ndarray, dict[str, Any]]:
-    """float32 ``[len(dataset), H]`` unit-normalised RDS+ embeddings with ``ctx.model``, cached per record."""
-    lm = ctx.model
-    seqs: dict[str, list[int]] = {}
+class RdsEmbeddings:
+    """The batch computation of :func:`rds_embeddings` (token ids memoised: the plan reads them too)."""
 
-    def ids_of(r: Record) -> list[int]:
-        if r.id not in seqs:
-            seqs[r.id] = sample_ids(lm, r)
-        return seqs[r.id]
+    def __init__(self, lm: CausalLM):
+        self.lm = lm
+        self._seqs: dict[str, list[int]] = {}
 
-    def plan(todo: list[Record]):
-        return ctx.batches([len(ids_of(r)) for r in todo], lm=lm)
+    def ids_of(self, r: Record) -> list[int]:
+        if r.id not in self._seqs:
+            self._seqs[r.id] = sample_ids(self.lm, r)
+        return self._seqs[r.id]
 
-    def compute(batch: list[Record]) -> list[dict]:
-        hidden, mask = lm.hidden_states([ids_of(r) for r in batch])
+    def __call__(self, batch: list[Record]) -> list[dict]:
+        hidden, mask = self.lm.hidden_states([self.ids_of(r) for r in batch])
         emb = position_weighted_mean(hidden, mask).cpu().numpy()
         return [{"emb": pack(v)} for v in emb]
 
+
+def make_rds_embeddings(ctx: Context) -> RdsEmbeddings:
+    """:class:`RdsEmbeddings` on ``ctx.model`` (the recipe a Ray worker rebuilds it from)."""
+    return RdsEmbeddings(ctx.model)
+
+
+def rds_embeddings(dataset: Dataset, ctx: Context) -> tuple[np.ndarray, dict[str, Any]]:
+    """float32 ``[len(dataset), H]`` unit-normalised RDS+ embeddings with ``ctx.model``, cached per record."""
+    compute = make_rds_embeddings(ctx)
+    lm = compute.lm
+
+    def plan(todo: list[Record]):
+        return ctx.batches([len(compute.ids_of(r)) for r in todo], lm=lm)
+
     rows, info = run_cached(dataset, scorer="rds-embed",
                             params={"pooling": POOLING, "max_length": lm.max_length, "system": lm.renderer.system},
-                            identity=lm.identity, compute=compute, plan=plan, ctx=ctx)
+                            identity=lm.identity, compute=compute, plan=plan, ctx=ctx,
+                            recipe=Recipe("datawinnow.scores.rds:make_rds_embeddings"))
     return unpack_rows(rows, "emb"), info
 
 

@@ -27,7 +27,7 @@ from ..registry import SCORERS
 from .base import Scorer, ScoreTable
 from ..runtime.context import Context
 from ..runtime.runner import run_cached
-from .judging import judge_plan, transcript
+from .judging import judge_plan, judge_recipe, transcript
 
 PROMPT_VERSION = "selectit-v1"
 CHOICES = ("1", "2", "3", "4", "5")
@@ -82,33 +82,61 @@ def parameter_count(judge: Judge) -> int | None:
     return int(sum(p.numel() for p in lm.model.parameters()))
 
 
-def _judges(ctx: Context, models: Any, template: str) -> list[Judge]:
+def model_names(models: Any) -> list[str]:
+    """The scorer models of ``models`` ('A,B' or a list); empty: the context's judge."""
     if models in (None, "", []):
+        return []
+    names = [m.strip() for m in models.split(",")] if isinstance(models, str) else [str(m) for m in models]
+    if not all(names):
+        raise ConfigError(f"selectit: models must be a comma-separated list of model names, got {models!r}")
+    return names
+
+
+def scorer_judge(ctx: Context, name: str | None, template: str) -> Judge:
+    """The judge of one scorer model: ``name`` loaded as a local judge, or (None) the context's judge."""
+    if name is None:
         judge = ctx.judge
         if not reads_probabilities(judge):
             raise ConfigError(f"selectit reads rating-token probabilities, and the judge {judge.identity} cannot "
                               "(use a local judge, a remote one with --judge-logprobs, or --param models=A,B)")
-        return [judge]
-    names = [m.strip() for m in models.split(",")] if isinstance(models, str) else [str(m) for m in models]
-    if not all(names):
-        raise ConfigError(f"selectit: models must be a comma-separated list of model names, got {models!r}")
+        return judge
     from ..backends.judge_local import LocalJudge
 
-    return [LocalJudge.load(n, template=template, device=ctx.device, dtype=ctx.dtype, max_length=max(ctx.max_length, 1024),
-                            batch_size=ctx.batch_size) for n in names]
+    return LocalJudge.load(name, template=template, device=ctx.device, dtype=ctx.dtype,
+                           max_length=max(ctx.max_length, 1024), batch_size=ctx.batch_size)
 
 
-def selectit_probs(dataset: Dataset, ctx: Context, judge: Judge, k: int) -> tuple[np.ndarray, dict]:
-    """[n, k, 5] rating probabilities for one scorer model, cached per record."""
+def _judges(ctx: Context, models: Any, template: str) -> list[tuple[str | None, Judge]]:
+    """(model name or None, judge) per scorer model."""
+    names = model_names(models) or [None]
+    return [(n, scorer_judge(ctx, n, template)) for n in names]
+
+
+def selectit_rating_probs(judge: Judge, k: int):
+    """The batch computation of :func:`selectit_probs`: the judge's probabilities over "1".."5" for K prompts."""
 
     def compute(batch: list[Record]) -> list[dict]:
         convs = [rating_conversation(r, RATING_PROMPTS[j]) for r in batch for j in range(k)]
         probs = judge.choice_probs(convs, list(CHOICES)).reshape(len(batch), k, len(CHOICES))
         return [{"probs": p.round(8).tolist()} for p in probs]
 
+    return compute
+
+
+def make_selectit_rating_probs(ctx: Context, k: int, model: str | None, template: str):
+    """:func:`selectit_rating_probs` with the judge of one scorer model (the recipe a Ray worker rebuilds it from)."""
+    return selectit_rating_probs(scorer_judge(ctx, model, template), k)
+
+
+def selectit_probs(dataset: Dataset, ctx: Context, judge: Judge, k: int, model: str | None = None,
+                   template: str = "chat") -> tuple[np.ndarray, dict]:
+    """[n, k, 5] rating probabilities for one scorer model (``judge``: the one ``model``/``template`` name),
+    cached per record."""
+    recipe = judge_recipe(judge, "datawinnow.scores.selectit:make_selectit_rating_probs",
+                          {"k": k, "model": model, "template": template})
     rows, info = run_cached(dataset, scorer="selectit", params={"prompts": PROMPT_VERSION, "k": k},
-                            identity=judge.identity, compute=compute, plan=judge_plan(judge, ctx, per_record=k),
-                            ctx=ctx)
+                            identity=judge.identity, compute=selectit_rating_probs(judge, k),
+                            plan=judge_plan(judge, ctx, per_record=k), ctx=ctx, recipe=recipe)
     return np.array([r["probs"] for r in rows], dtype=np.float64).reshape(len(rows), k, len(CHOICES)), info
 
 
@@ -125,11 +153,12 @@ class SelectITScorer(Scorer):
             raise ConfigError(f"selectit: k must be between 1 and {MAX_K} (the rating prompts), got {k}")
         if alpha < 0:
             raise ConfigError(f"selectit: alpha must be >= 0, got {alpha:g}")
-        judges = _judges(ctx, self.params["models"], self.params["template"])
+        named = _judges(ctx, self.params["models"], self.params["template"])
+        judges = [judge for _, judge in named]
         weights = self._weights(judges)
         sentence, parts, infos = [], {}, []
-        for m, judge in enumerate(judges):
-            probs, info = selectit_probs(dataset, ctx, judge, k)
+        for m, (name, judge) in enumerate(named):
+            probs, info = selectit_probs(dataset, ctx, judge, k, name, self.params["template"])
             s = sentence_level(token_level(probs), alpha)
             sentence.append(s)
             infos.append({**info, "judge": judge.identity, "weight": weights[m]})
