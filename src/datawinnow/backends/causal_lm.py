@@ -8,6 +8,9 @@ length-sorted work, or a fixed count, see :mod:`~datawinnow.backends.batching`):
   hidden states at the positions that predict response tokens are gathered, and only those go
   through the LM head (the vocabulary is 49k; full logits would cost memory and time).
 - :meth:`CausalLM.response_loss`: the mean token cross-entropy over the response (from the above).
+- :meth:`CausalLM.prefix_cache` and :meth:`CausalLM.response_logprobs_after`: shared prefixes encoded once
+  (their KV caches kept), then the response log-probabilities of continuations that each read their own
+  prefix's cache (the DELIFT kernel: an in-context example's prefix shared by many targets).
 - :meth:`CausalLM.next_token_logprobs`: the next-token distribution after each prompt (rating read-outs).
 - :meth:`CausalLM.generate`: batched generation with left padding.
 
@@ -71,6 +74,24 @@ class Pair:
 
     def __len__(self) -> int:
         return len(self.prompt) + len(self.response)
+
+
+@dataclass
+class PrefixCache:
+    """Prefixes encoded once (:meth:`CausalLM.prefix_cache`): per layer the keys and values
+    ``[n, kv_heads, width, head_dim]`` of the right-padded prefixes, the mask of their real positions
+    ``[n, width]`` (on the model's device) and their real lengths."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor
+    lengths: list[int]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1])
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -429,6 +450,74 @@ class CausalLM:
         out_np = to_numpy(self.fp32_head().token_logprobs(picked, targets))
         sizes = np.cumsum([0] + [len(p.response) for p in pairs])
         return [out_np[sizes[b]:sizes[b + 1]].copy() for b in range(len(pairs))]
+
+    # ------------------------------------------------------------------ shared prefixes
+    @torch.inference_mode()
+    def prefix_cache(self, prefixes: Sequence[Sequence[int]]) -> PrefixCache:
+        """Encode ``prefixes`` (token ids, start token included) in one right-padded forward pass and keep
+        their KV caches, for :meth:`response_logprobs_after`. Callers group prefixes of similar length
+        (:meth:`plan`), as the pass pads them to the longest."""
+        if not prefixes or not all(prefixes):
+            raise ValueError("prefix_cache needs at least one prefix, each of at least one token")
+        backbone, _ = self._backbone_and_head()
+        ids, mask = pad_right(prefixes, self.tokenizer.pad_token_id)
+        self._count(mask.sum(), mask.numel())
+        dev = self.device
+        past = backbone(input_ids=ids.to(dev), attention_mask=None if bool(mask.all()) else mask.to(dev),
+                        use_cache=True).past_key_values
+        return PrefixCache([(layer.keys, layer.values) for layer in past.layers], mask.to(dev),
+                           [len(p) for p in prefixes])
+
+    def response_logprobs_after(self, cache: PrefixCache, pairs: Sequence[Pair],
+                                rows: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Per-token log p(y_t | prefix, x, y_<t) for each pair's response, where the pair's prompt ``x``
+        continues prefix ``rows[k]`` of ``cache`` (None: every pair continues prefix 0), as float32 arrays.
+
+        One batch (form it with :meth:`plan` over the pairs' lengths): right-padded, each row reading its own
+        prefix's keys and values (a view, no copy, when the whole batch shares one prefix), the padded prefix
+        positions masked out and its position ids continuing from its prefix's real length. The prefix is not
+        recomputed, so each pair's prompt needs at least one token (it predicts the first response token).
+        On a CUDA out-of-memory error the batch is retried in halves."""
+        rows = [0] * len(pairs) if rows is None else list(rows)
+        if len(rows) != len(pairs):
+            raise ValueError(f"{len(rows)} prefix rows for {len(pairs)} pairs")
+        for p in pairs:
+            if not p.prompt and p.response:
+                raise ValueError("a pair after a prefix needs at least one prompt token")
+        items = list(zip(rows, pairs))
+        return self.oom.run(items, [cache.lengths[g] + len(p) for g, p in items],
+                            lambda batch: self._logprobs_after(cache, batch))
+
+    @torch.inference_mode()
+    def _logprobs_after(self, cache: PrefixCache, items: Sequence[tuple[int, Pair]]) -> list[np.ndarray]:
+        from transformers import DynamicCache
+
+        if not items:
+            return []
+        backbone, _ = self._backbone_and_head()
+        dev = self.device
+        b = len(items)
+        ids, mask = pad_right([p.prompt + p.response for _, p in items], self.tokenizer.pad_token_id)
+        width = ids.shape[1]
+        pred = torch.zeros((b, width), dtype=torch.bool)  # positions whose output predicts y_t
+        for r, (_, p) in enumerate(items):
+            pred[r, len(p.prompt) - 1:len(p.prompt) - 1 + len(p.response)] = True
+        self._count(mask.sum(), mask.numel())
+        which = torch.tensor([g for g, _ in items])
+        pos = torch.tensor([cache.lengths[g] for g, _ in items])[:, None] + torch.arange(width)[None]
+        w = which.to(dev)
+        if bool((which == which[0]).all()):  # one prefix: a view, no copy
+            kv = [(k[w[:1]].expand(b, -1, -1, -1), v[w[:1]].expand(b, -1, -1, -1)) for k, v in cache.kv]
+        else:
+            kv = [(k.index_select(0, w), v.index_select(0, w)) for k, v in cache.kv]
+        past = DynamicCache(ddp_cache_data=kv, config=self._unwrapped().config)
+        full_mask = torch.cat([cache.mask.index_select(0, w), mask.to(dev)], dim=1)
+        hidden = backbone(input_ids=ids.to(dev), attention_mask=full_mask, position_ids=pos.to(dev),
+                          past_key_values=past, use_cache=True).last_hidden_state
+        targets = torch.cat([torch.tensor(p.response, dtype=torch.long) for _, p in items]).to(dev)
+        vals = to_numpy(self.fp32_head().token_logprobs(hidden[pred.to(dev)], targets))
+        sizes = np.cumsum([0] + [len(p.response) for _, p in items])
+        return [vals[sizes[k]:sizes[k + 1]].copy() for k in range(b)]
 
     def response_loss(self, pairs: Sequence[Pair]) -> np.ndarray:
         """Mean cross-entropy over each pair's response tokens (NaN for an empty response)."""

@@ -164,145 +164,54 @@ class UtilityTokens:
         return out
 
 
-def padded_batches(lengths: Sequence[int], batch_size: int, slack: float = 0.25) -> list[list[int]]:
-    """Length-sorted batches (longest first) that also start anew when a sequence is more than
-    ``slack`` shorter than the batch's longest, so padding never wastes much compute (on a CPU a
-    bigger batch gains little, padded positions cost as much as real ones)."""
-    out: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        if out and len(out[-1]) < batch_size and lengths[i] >= (1 - slack) * lengths[out[-1][0]]:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
-
-
-@torch.inference_mode()
 def logprobs_after_prefix(lm, prefix: list[int], parts: Sequence[tuple[list[int], list[int]]], *,
                           batch_size: int = 8) -> list[np.ndarray]:
     """log p(y_t) of each part's response given ``prefix + query part``, the prefix encoded once.
 
-    The prefix's KV cache is computed once, then expanded (a view, no copy) to each length-sorted
-    batch of targets; the batch is right-padded, so positions continue from the prefix unchanged.
+    The prefix's KV cache is computed once (:meth:`CausalLM.prefix_cache`), then expanded (a view, no copy)
+    to each length-sorted batch of ``batch_size`` targets (:meth:`CausalLM.response_logprobs_after`); the
+    batch is right-padded, so positions continue from the prefix unchanged.
     """
-    from transformers import DynamicCache
-
     if not parts:
         return []
-    backbone, _ = lm._backbone_and_head()
-    head = lm.fp32_head()
-    config = lm._unwrapped().config
-    dev = lm.device
-    past = backbone(input_ids=torch.tensor([prefix], device=dev), use_cache=True).past_key_values
-    kv = [(layer.keys, layer.values) for layer in past.layers]
-    lp = len(prefix)
-    lm._count(lp, lp)
-    pad = lm.tokenizer.pad_token_id
+    cache = lm.prefix_cache([prefix])
+    pairs = [Pair(list(q), list(r)) for q, r in parts]
     out: list[np.ndarray | None] = [None] * len(parts)
-    for idx in padded_batches([len(q) + len(r) for q, r in parts], batch_size):
-        b = len(idx)
-        width = max(len(parts[i][0]) + len(parts[i][1]) for i in idx)
-        ids = torch.full((b, width), pad, dtype=torch.long)
-        mask = torch.zeros((b, lp + width), dtype=torch.long)
-        mask[:, :lp] = 1
-        pred = torch.zeros((b, width), dtype=torch.bool)
-        for row, i in enumerate(idx):
-            q, r = parts[i]
-            ids[row, :len(q) + len(r)] = torch.tensor(q + r)
-            mask[row, lp:lp + len(q) + len(r)] = 1
-            pred[row, len(q) - 1:len(q) - 1 + len(r)] = True
-        lm._count(mask[:, lp:].sum(), mask[:, lp:].numel())
-        cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv],
-                             config=config)
-        hidden = backbone(input_ids=ids.to(dev), attention_mask=mask.to(dev), past_key_values=cache,
-                          use_cache=True).last_hidden_state
-        targets = torch.cat([torch.tensor(parts[i][1], dtype=torch.long) for i in idx]).to(dev)
-        vals = to_numpy(head.token_logprobs(hidden[pred.to(dev)], targets))
-        pos = 0
-        for i in idx:
-            n = len(parts[i][1])
-            out[i] = vals[pos:pos + n].copy()
-            pos += n
+    for idx in lm.plan([len(p) for p in pairs], batch_size=batch_size):
+        for i, lp in zip(idx, lm.response_logprobs_after(cache, [pairs[i] for i in idx])):
+            out[i] = lp
     return out  # type: ignore[return-value]
 
 
-@torch.inference_mode()
 def logprobs_after_prefixes(lm, jobs: Sequence[tuple[list[int], Sequence[tuple[list[int], list[int]]]]], *,
                             batch_tokens: int | str | None = "auto") -> list[list[np.ndarray]]:
     """:func:`logprobs_after_prefix` for many prefixes at once: per job ``(prefix, parts)``, the log p(y_t) of
     each part's response given ``prefix + query part``.
 
     Prefixes of similar length form groups (length-sorted token-budget batches, see
-    :meth:`CausalLM.plan`); a group's prefixes are encoded in one right-padded forward pass, and
-    each of its (prefix, part) rows reads its own prefix's KV cache (gathered across the row batch), the
-    padded prefix positions masked out and the part's position ids continuing from its prefix's real
-    length. The rows of a group go through in length-sorted token-budget batches, a row costing its
-    prefix's padded width plus its own. So a block of examples costs a few forward passes, not one per
-    example and per target batch.
+    :meth:`CausalLM.plan`); a group's prefixes are encoded in one right-padded forward pass
+    (:meth:`CausalLM.prefix_cache`), and each of its (prefix, part) rows reads its own prefix's KV cache
+    (:meth:`CausalLM.response_logprobs_after`: gathered across the row batch, the padded prefix positions
+    masked out, the part's position ids continuing from its prefix's real length). The rows of a group go
+    through in length-sorted token-budget batches, a row costing its prefix's padded width plus its own. So
+    a block of examples costs a few forward passes, not one per example and per target batch.
     """
-    from transformers import DynamicCache
-
     out: list[list[np.ndarray | None]] = [[None] * len(parts) for _, parts in jobs]
     live = [j for j, (_, parts) in enumerate(jobs) if parts]
     if not live:
         return out  # type: ignore[return-value]
-    backbone, _ = lm._backbone_and_head()
-    head = lm.fp32_head()
-    config = lm._unwrapped().config
-    dev = lm.device
-    pad = lm.tokenizer.pad_token_id
     budget = lm.resolve_batch_tokens(batch_tokens if batch_tokens is not None else "auto")
-    groups = lm.plan([len(jobs[j][0]) for j in live], batch_tokens=budget)
-    for group in groups:
+    for group in lm.plan([len(jobs[j][0]) for j in live], batch_tokens=budget):
         members = [live[g] for g in group]
-        prefixes = [jobs[j][0] for j in members]
-        width_p = max(len(p) for p in prefixes)
-        pids = torch.full((len(members), width_p), pad, dtype=torch.long)
-        pmask = torch.zeros((len(members), width_p), dtype=torch.long)
-        for g, p in enumerate(prefixes):
-            pids[g, :len(p)] = torch.tensor(p)
-            pmask[g, :len(p)] = 1
-        lm._count(pmask.sum(), pmask.numel())
-        past = backbone(input_ids=pids.to(dev), attention_mask=pmask.to(dev) if not bool(pmask.all()) else None,
-                        use_cache=True).past_key_values
-        kv = [(layer.keys, layer.values) for layer in past.layers]
-        pmask = pmask.to(dev)
+        cache = lm.prefix_cache([jobs[j][0] for j in members])
         rows = [(g, k) for g, j in enumerate(members) for k in range(len(jobs[j][1]))]
-        row_len = [sum(map(len, jobs[members[g]][1][k])) for g, k in rows]
-        left = max(1, budget - width_p) if budget is not None else None
-        for idx in lm.plan(row_len, batch_tokens=left):
-            b = len(idx)
-            width = max(row_len[i] for i in idx)
-            ids = torch.full((b, width), pad, dtype=torch.long)
-            mask = torch.zeros((b, width), dtype=torch.long)
-            pred = torch.zeros((b, width), dtype=torch.bool)
-            which = torch.tensor([rows[i][0] for i in idx])
-            for r, i in enumerate(idx):
-                q, resp = jobs[members[rows[i][0]]][1][rows[i][1]]
-                ids[r, :len(q) + len(resp)] = torch.tensor(q + resp)
-                mask[r, :len(q) + len(resp)] = 1
-                pred[r, len(q) - 1:len(q) - 1 + len(resp)] = True
-            lm._count(mask.sum(), mask.numel())
-            starts = torch.tensor([len(prefixes[rows[i][0]]) for i in idx])
-            pos = starts[:, None] + torch.arange(width)[None]
-            w = which.to(dev)
-            if bool((which == which[0]).all()):  # one prefix: a view, no copy
-                cache_kv = [(k[w[:1]].expand(b, -1, -1, -1), v[w[:1]].expand(b, -1, -1, -1)) for k, v in kv]
-            else:
-                cache_kv = [(k.index_select(0, w), v.index_select(0, w)) for k, v in kv]
-            cache = DynamicCache(ddp_cache_data=cache_kv, config=config)
-            full_mask = torch.cat([pmask.index_select(0, w), mask.to(dev)], dim=1)
-            hidden = backbone(input_ids=ids.to(dev), attention_mask=full_mask, position_ids=pos.to(dev),
-                              past_key_values=cache, use_cache=True).last_hidden_state
-            targets = torch.cat([torch.tensor(jobs[members[rows[i][0]]][1][rows[i][1]][1], dtype=torch.long)
-                                 for i in idx]).to(dev)
-            vals = to_numpy(head.token_logprobs(hidden[pred.to(dev)], targets))
-            at = 0
-            for i in idx:
+        pairs = [Pair(*map(list, jobs[members[g]][1][k])) for g, k in rows]
+        left = max(1, budget - cache.width) if budget is not None else None
+        for idx in lm.plan([len(p) for p in pairs], batch_tokens=left):
+            lps = lm.response_logprobs_after(cache, [pairs[i] for i in idx], rows=[rows[i][0] for i in idx])
+            for i, lp in zip(idx, lps):
                 g, k = rows[i]
-                n = len(jobs[members[g]][1][k][1])
-                out[members[g]][k] = vals[at:at + n].copy()
-                at += n
+                out[members[g]][k] = lp
     return out  # type: ignore[return-value]
 
 
@@ -326,8 +235,8 @@ def example_target_logprobs(lm, tokens: UtilityTokens, example: Record, targets:
     slow = [i for i, p in enumerate(parts) if p is None]
     if slow:
         pairs = [tokens.with_example_pair(targets[i], example) for i in slow]
-        for idx in padded_batches([len(p) for p in pairs], batch_size):
-            for k, lp in zip(idx, lm.response_logprobs([pairs[k] for k in idx])):
+        for idx, lps in lm.iter_batches(pairs, batch_size):
+            for k, lp in zip(idx, lps):
                 out[slow[k]] = lp
     return ExampleLogprobs(out, len(slow))  # type: ignore[arg-type]
 
@@ -361,9 +270,8 @@ def block_target_logprobs(lm, tokens: UtilityTokens, examples: Sequence[Record],
 def full_logprobs(lm, pair: Pair) -> np.ndarray:
     """The obvious computation: one uncached forward pass over the whole sequence, full logits at every
     position (float32 head and log-softmax, as the fast path)."""
-    backbone, _ = lm._backbone_and_head()
-    ids = torch.tensor([pair.prompt + pair.response], device=lm.device)
-    lp = lm.fp32_head().log_softmax(backbone(input_ids=ids).last_hidden_state[0])
+    hidden, _ = lm.hidden_states([pair.prompt + pair.response])
+    lp = lm.fp32_head().log_softmax(hidden[0])
     start = len(pair.prompt)
     pos = torch.arange(start - 1, start - 1 + len(pair.response), device=lm.device)
     return to_numpy(lp[pos, torch.tensor(pair.response, device=lm.device)])
@@ -444,8 +352,8 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
         pairs = [tokens.no_example_pair(r) for r in targets]
         base = np.zeros(n_t, dtype=np.float64)
         with progress_bar(n_t, "utility d(y|x)", progress) as bar:
-            batches = padded_batches([len(p) for p in pairs], batch_size) if per_example else \
-                lm.plan([len(p) for p in pairs], batch_tokens=batch_tokens or "auto")
+            batches = lm.plan([len(p) for p in pairs], batch_size=batch_size,
+                              batch_tokens=None if per_example else batch_tokens or "auto")
             for idx in batches:
                 for i, lp in zip(idx, lm.response_logprobs([pairs[i] for i in idx])):
                     base[i] = distance(lp)
