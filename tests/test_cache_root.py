@@ -51,3 +51,25 @@ def test_the_cli_runs_a_command_under_its_cache_dir(tmp_path, monkeypatch, _isol
     assert code == 0 and seen == [tmp_path / "c"]
     assert cache_root() == Path(_isolated_cache)  # nothing left behind
     assert os.environ["DATAWINNOW_CACHE"] == str(_isolated_cache)
+
+
+def test_the_api_runs_under_the_context_cache_dir(tmp_path, monkeypatch, _isolated_cache):
+    import numpy as np
+
+    from datawinnow import api
+    from datawinnow.scores.base import ScoreTable
+
+    seen = []
+
+    class Probe:
+        def __init__(self, **params):
+            pass
+
+        def score(self, dataset, ctx):
+            seen.append(cache_root())
+            return ScoreTable(dataset.ids, np.zeros(len(dataset)), {})
+
+    monkeypatch.setattr(api.SCORERS, "get", lambda name: Probe)
+    api.score("bundled:alpaca_en_demo", "probe", cache_dir=str(tmp_path / "c"))
+    api.score("bundled:alpaca_en_demo", "probe")
+    assert seen == [tmp_path / "c", Path(_isolated_cache)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cache import use_cache_root
 from .data import Dataset, load as _load, write
 from .errors import ConfigError
 from .options import check_options, keyword_names
@@ -54,7 +55,9 @@ def score(source: Any, scorer: str, *, params: dict[str, Any] | None = None, out
         check_output_file(out)  # before the work, not after it
     dataset = load(source)
     _refuse_overwriting_input(out, dataset)
-    table = SCORERS.get(scorer)(**(params or {})).score(dataset, _context(ctx, ctx_options))
+    context = _context(ctx, ctx_options)
+    with use_cache_root(context.cache_dir):  # every store (scores, kernels, warm-ups) under cache_dir
+        table = SCORERS.get(scorer)(**(params or {})).score(dataset, context)
     if out:
         table.write_jsonl(out)
     return table
@@ -77,7 +80,8 @@ def select(source: Any, method: str, budget: float | int | str | None = None, *,
     for key, src in (sources or {}).items():
         if src is not None:
             context.sources[key] = load(src)
-    selection = METHODS.get(method)(**(params or {})).run(dataset, budget, context)
+    with use_cache_root(context.cache_dir):  # every store (scores, kernels, warm-ups) under cache_dir
+        selection = METHODS.get(method)(**(params or {})).run(dataset, budget, context)
     if out:
         written = write(dataset.subset(selection.selected), out, format)
         write_manifest(manifest_path(out), build_manifest(selection, dataset, written_format=written))

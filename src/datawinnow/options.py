@@ -17,7 +17,6 @@ from .errors import ConfigError
 CLI_SPELLINGS = {
     "no_cache": "use_cache=False",
     "quiet": "progress=False",
-    "cache_dir": "the DATAWINNOW_CACHE environment variable",
     "adapter": "model='MODEL+ADAPTER_DIR'",
     "param": "params={...}",
     "to": "format=...",
