@@ -3,8 +3,8 @@
 - :func:`embed_records`: unit-normalised embeddings of records from the embedder backend, cached per
   record like scores (resumable, with a progress bar).
 - :func:`neighbours`: each target's ``k`` nearest examples by cosine similarity (faiss or scikit-learn).
-- :func:`embedding_kernel`: the candidate-major kernel ``(cos + 1) / 2``, dense (all pairs) or
-  sparse (each target against its ``k`` nearest examples).
+- :func:`embedding_kernel`: the candidate-major kernel ``(cos + 1) / 2``, dense (all pairs; memory-mapped
+  above a size threshold) or sparse (each target against its ``k`` nearest examples: CSR float32).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
 from .knn import knn
+from .memmap import dense_array, finish
 from .similarity import cosine01
 
 TEXT_FIELDS = ("prompt_response", "prompt", "response")
@@ -53,18 +54,20 @@ def embed_records(records: Sequence[Record] | Dataset, ctx: Any, field: str = "p
     return np.asarray([r["e"] for r in rows], dtype=np.float32)
 
 
-def neighbours(target_emb: np.ndarray, example_emb: np.ndarray, k: int, *, backend: str = "auto"
-               ) -> tuple[np.ndarray, np.ndarray]:
+def neighbours(target_emb: np.ndarray, example_emb: np.ndarray, k: int, *, backend: str = "auto",
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(indices ``[n_targets, k]`` into the examples, cosine similarities), nearest first."""
-    return knn(target_emb, example_emb, k, backend=backend)
+    return knn(target_emb, example_emb, k, backend=backend, progress=progress)
 
 
 def embedding_kernel(target_emb: np.ndarray, example_emb: np.ndarray, *, mode: str = "dense", k: int = 10,
-                     backend: str = "auto"):
+                     backend: str = "auto", progress: bool = False, memmap_bytes: int | str | None = None):
     """Candidate-major ``(cos + 1) / 2``: stored row ``j`` = example ``j``, column ``i`` = target ``i``.
 
-    ``mode="sparse"``: only each target's ``k`` nearest examples are kept (a CSR matrix; a missing
-    entry is similarity 0). Dense kernels are float32 arrays computed in blocks.
+    ``mode="sparse"``: only each target's ``k`` nearest examples are kept (a float32 CSR matrix of
+    ``n_targets * k`` entries; a missing entry is similarity 0), from a k-NN search done in blocks of
+    targets. Dense kernels are float32, computed in blocks, in RAM up to ``memmap_bytes`` (default 1 GiB,
+    or ``$DATAWINNOW_MEMMAP_BYTES``) and a read-only memmap above it (:mod:`.memmap`).
     """
     import scipy.sparse as sp
 
@@ -72,12 +75,14 @@ def embedding_kernel(target_emb: np.ndarray, example_emb: np.ndarray, *, mode: s
         raise ConfigError(f"kernel must be one of {', '.join(MODES)}, got '{mode}'")
     n_t, n_e = len(target_emb), len(example_emb)
     if mode == "sparse":
-        idx, sims = neighbours(target_emb, example_emb, k, backend=backend)
-        rows = idx.ravel()
-        cols = np.repeat(np.arange(n_t), idx.shape[1])
-        return sp.coo_matrix((cosine01(sims.ravel()).astype(np.float32), (rows, cols)), shape=(n_e, n_t)).tocsr()
-    out = np.empty((n_e, n_t), dtype=np.float32)
+        idx, sims = neighbours(target_emb, example_emb, k, backend=backend, progress=progress)
+        k_used = idx.shape[1]
+        data = cosine01(sims.ravel()).astype(np.float32)
+        cols = np.repeat(np.arange(n_t, dtype=np.int64), k_used)
+        del sims
+        return sp.coo_matrix((data, (idx.ravel(), cols)), shape=(n_e, n_t)).tocsr()
+    out = dense_array((n_e, n_t), np.float32, memmap_bytes=memmap_bytes)
     step = max(1, (1 << 22) // max(1, n_t))
     for s in range(0, n_e, step):
         out[s:s + step] = cosine01(example_emb[s:s + step] @ target_emb.T)
-    return out
+    return finish(out)

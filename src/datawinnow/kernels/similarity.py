@@ -8,7 +8,8 @@
 - ``cosine01`` (DELIFT (SE)): ``(s + 1) / 2`` for cosine similarities in [-1, 1].
 
 Sparse kernels are transformed on their stored entries; a missing entry stays "no similarity" (0).
-Dense kernels are transformed in chunks; memory-mapped ones into a new ``.npy`` beside them.
+Dense kernels are transformed in chunks; memory-mapped ones into a new ``.npy`` beside them, others into
+an array in RAM or, above the size threshold of :mod:`.memmap`, a scratch memmap.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..cache import mkstemp_umask
 from ..errors import ConfigError
+from .memmap import dense_array, finish
 
 TRANSFORMS = ("minmax", "clip")
 CHUNK = 1 << 22
@@ -60,9 +62,11 @@ def map_values(m: Any, fn: Callable[[np.ndarray], np.ndarray], out_path: str | o
         out = m.copy().astype(np.float32)
         out.data = fn(out.data.astype(np.float32)).astype(np.float32)
         return out
-    if out_path is None:
-        return np.concatenate([fn(np.asarray(m[sl], dtype=np.float32)) for sl in _chunks(m)]).astype(np.float32) \
-            if m.shape[0] else np.zeros(m.shape, dtype=np.float32)
+    if out_path is None:  # in RAM, or a scratch memmap above the size threshold
+        out = dense_array(m.shape, np.float32)
+        for sl in _chunks(m):
+            out[sl] = fn(np.asarray(m[sl], dtype=np.float32))
+        return finish(out)
     out_path = Path(out_path)
     if out_path.exists():
         return np.load(out_path, mmap_mode="r")

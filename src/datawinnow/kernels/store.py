@@ -10,7 +10,7 @@ Layout under ``<cache root>/kernels/<kind>-<key>/``::
     meta.json                what the key stands for
     block-<start>.npy        a finished dense block: rows [start, start + len) (float32 or float16)
     block-<start>.npz        a finished sparse block: (row, col, value) triples, rows relative to start
-    kernel.npy / kernel.npz  the assembled kernel (dense: memory-mapped when read back)
+    kernel.npy / kernel.npz  the assembled kernel (dense: memory-mapped when read back, whatever its size)
     <name>.npy               side vectors (e.g. the utility kernel's no-example distances)
 
 A run killed at any point loses at most the block in flight; the next run computes only the
@@ -33,6 +33,7 @@ import numpy as np
 
 from ..cache import atomic_save_npy, atomic_write_bytes, atomic_write_json, cache_root, mkstemp_umask, stable_hash
 from ..errors import ConfigError
+from .memmap import dense_array, finish
 
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -169,6 +170,7 @@ def build_blocked(
     desc: str = "kernel",
     total_units: int | None = None,
     units_in: Callable[[int, int], int] | None = None,
+    memmap_bytes: int | str | None = None,
 ):
     """A candidate-major kernel of ``shape`` built in blocks of ``block_size`` stored rows.
 
@@ -177,6 +179,10 @@ def build_blocked(
     it may call ``advance(units)`` as it goes, so the progress bar moves within a long block. Finished
     blocks are skipped on a rerun; the progress bar counts units (``units_in(start, end)`` tells how
     many a block holds, so a resumed run starts the bar where it stopped).
+
+    A dense kernel built without a store is held in RAM up to ``memmap_bytes`` (default: 1 GiB or
+    ``$DATAWINNOW_MEMMAP_BYTES``), a read-only memmap on a scratch file above it (:mod:`.memmap`); with a
+    store it is always the store's memory-mapped ``kernel.npy``.
     """
     import scipy.sparse as sp
 
@@ -189,7 +195,7 @@ def build_blocked(
     n = shape[0]
     starts = list(range(0, n, block_size))
     done = store.done_blocks() if store is not None else set()
-    dense = None if (sparse or store is not None) else np.empty(shape, dtype=dtype)
+    dense = None if (sparse or store is not None) else dense_array(shape, dtype, memmap_bytes=memmap_bytes)
     triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     total = total_units if total_units is not None else n
     reused = sum(s in done for s in starts)
@@ -232,4 +238,4 @@ def build_blocked(
             return sp.csr_matrix(shape, dtype=dtype)
         r, c, v = (np.concatenate(x) for x in zip(*triples))
         return sp.coo_matrix((v, (r, c)), shape=shape).tocsr()
-    return dense
+    return finish(dense)
