@@ -36,7 +36,7 @@ test-fast: setup
 
 # Every benchmark, each printing its ratio against a baseline measured in the same run (about an
 # hour on a 2-core CPU); BENCH=delift_kernel runs one, BENCH_ARGS=--quick the short versions.
-BENCH ?= ifd_throughput bf16_fidelity delift_kernel facility_location judge_throughput less_gradients train_step evaluate
+BENCH ?= ifd_throughput bf16_fidelity delift_kernel facility_location scale judge_throughput less_gradients train_step evaluate
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m pip install -q -e ".[bench]"  # apricot-select, the facility-location baseline

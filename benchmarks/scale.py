@@ -1,0 +1,268 @@
+"""Large pools: facility-location selection on a sparse k-NN kernel, and streaming a large file through `data convert`.
+
+    .venv/bin/python benchmarks/scale.py            # FL at n = 10k, 50k, 100k; convert 1M records
+    .venv/bin/python benchmarks/scale.py --quick    # FL at n = 1k, 10k; convert 20k records
+
+Sparse FL (what delift-se does with --param kernel=sparse --param k=10, from the embeddings on): random
+unit embeddings of dimension 384 (as all-MiniLM-L6-v2 gives), the candidate-major (cos + 1) / 2 kernel of
+each point's k = 10 nearest neighbours (exact search, faiss when installed, in blocks of queries; CSR
+float32), then lazy greedy facility location with a budget of 10% of n. Each size runs in a fresh
+subprocess, which reports the time of the kernel build and of the greedy and its peak memory: the
+resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs once the embeddings exist;
+ru_maxrss where that is unavailable) above the resident set at that point, i.e. what the selection
+adds on top of its input; the embeddings' own size is printed beside it. Growth
+ratios are per 10x of n (from the smallest to the largest size, as 10 ** slope on log-log axes): 10x
+is linear, 100x quadratic. The k-NN search is exact, so its arithmetic grows as n^2 (printed as
+achieved GFLOP/s against the fp32 matmul peak measured in the same run); its memory, and the greedy's
+time and memory, grow with n.
+
+Streaming: a JSON-lines file of synthetic alpaca records is written to a temporary folder, then
+`datawinnow data convert FILE --out OUT.jsonl --to messages` runs as a subprocess; printed: records/s
+and the peak RSS of that process (ru_maxrss from wait4), and both again above the command's startup
+(the same command on a 100-record file). The baseline, measured in the same run on the same file, is
+the whole-file path (`load()` then `write()`: every record in memory at once) against the streamed
+`datawinnow.data.convert()`, each in a subprocess with the same imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import ROOT, machine, measure_peak
+
+DIM, K, BUDGET = 384, 10, 0.1
+FL_SIZES, FL_QUICK = (10_000, 50_000, 100_000), (1_000, 10_000)
+CONVERT_RECORDS, CONVERT_QUICK = 1_000_000, 20_000
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+# Peak RSS comes from wait4 in a small launcher process: a child started straight from this process
+# (torch loaded, a few hundred MiB) would count this process's resident set as its own peak (Linux
+# keeps the pre-exec high-water mark in ru_maxrss); the launcher's own (about 10 MiB) is the bias left.
+LAUNCHER = ("import json, os, sys\n"
+            "pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)\n"
+            "_, status, usage = os.wait4(pid, 0)\n"
+            "open(sys.argv[1], 'w').write(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss]))")
+
+
+def run_measured(argv: list[str]) -> tuple[float, int, str]:
+    """Run a command (``argv[0]`` an absolute path); (wall seconds, its peak RSS in bytes, its stdout)."""
+    with tempfile.TemporaryDirectory(prefix="dw-bench-run-") as tmp:
+        result = os.path.join(tmp, "usage.json")
+        with open(os.path.join(tmp, "out"), "w+b") as out, open(os.path.join(tmp, "err"), "w+b") as err:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", LAUNCHER, result, *argv], stdout=out, stderr=err, env=_env())
+            seconds = time.perf_counter() - t0
+            out.seek(0)
+            err.seek(0)
+            text, errors = (f.read().decode("utf-8", "replace") for f in (out, err))
+        if not os.path.exists(result):
+            raise RuntimeError(f"{' '.join(argv)}: the launcher failed:\n{errors[-2000:]}")
+        with open(result, encoding="utf-8") as fh:
+            code, maxrss_kib = json.load(fh)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({code}):\n{errors[-2000:]}")
+    return seconds, maxrss_kib * 1024, text
+
+
+def per_10x(sizes, values) -> float:
+    """Growth per 10x of n, from the smallest to the largest size: 10 ** (log-log slope)."""
+    slope = math.log(values[-1] / values[0]) / math.log(sizes[-1] / sizes[0])
+    return 10 ** slope
+
+
+def mib(b: float) -> str:
+    return f"{b / 2**20:,.0f} MiB"
+
+
+# ------------------------------------------------------------------------------------------- FL (worker)
+def _status(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        line = next(line for line in fh if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def reset_peak() -> tuple[int, str]:
+    """Start a peak-memory measurement: (the resident set now, how the peak is read).
+
+    On Linux the resident-set high-water mark is reset to the current RSS (``5`` into
+    ``/proc/self/clear_refs``) and read back as VmHWM; elsewhere ru_maxrss, which never goes down
+    (an earlier, larger peak would hide the measured one).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return _status("VmRSS"), "VmHWM"
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+
+
+def read_peak(how: str) -> int:
+    if how == "VmHWM":
+        return _status("VmHWM")
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def fl_worker(n: int, seed: int) -> dict:
+    """Sparse kernel + lazy greedy at one n, in this (fresh) process."""
+    import numpy as np
+
+    from datawinnow.kernels.embedding import embedding_kernel
+    from datawinnow.select.submodular import FacilityLocation, lazy_greedy
+
+    # warm-up outside the measurement: torch's and faiss' first calls
+    w = np.eye(16, DIM, dtype=np.float32)
+    lazy_greedy(FacilityLocation(embedding_kernel(w, w, mode="sparse", k=4), transposed=True), 2)
+    rng = np.random.default_rng(seed)
+    emb = np.empty((n, DIM), dtype=np.float32)
+    for s in range(0, n, 8192):  # float32 throughout: no float64 temporary sets the high-water mark
+        block = rng.standard_normal((min(8192, n - s), DIM), dtype=np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        emb[s:s + len(block)] = block
+    base, how = reset_peak()
+    t0 = time.perf_counter()
+    kernel = embedding_kernel(emb, emb, mode="sparse", k=K)
+    t_kernel = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = lazy_greedy(FacilityLocation(kernel, transposed=True), max(1, int(round(BUDGET * n))))
+    t_greedy = time.perf_counter() - t0
+    peak = read_peak(how)
+    return {"n": n, "seconds_kernel": t_kernel, "seconds_greedy": t_greedy, "peak_extra": peak - base,
+            "peak": peak, "peak_from": how, "embeddings": emb.nbytes, "nnz": int(kernel.nnz), "evaluations": res.evaluations,
+            "kernel_bytes": int(kernel.data.nbytes + kernel.indices.nbytes + kernel.indptr.nbytes)}
+
+
+def fl_section(args: argparse.Namespace, peak_flops: float) -> None:
+    sizes = FL_QUICK if args.quick else FL_SIZES
+    print(f"\n== facility location, sparse kernel (k = {K}, dim {DIM}, budget {BUDGET:.0%}, lazy greedy), "
+          "one subprocess per n")
+    print(f"{'n':>8} {'kernel s':>9} {'greedy s':>9} {'total s':>8} {'evals':>9} {'kernel CSR':>11} "
+          f"{'embeddings':>11} {'peak extra':>11} {'peak RSS':>10} {'k-NN GFLOP/s':>13}")
+    rows = []
+    for n in sizes:
+        _, _, out = run_measured([sys.executable, __file__, "--worker", "fl", "--n", str(n), "--seed", str(args.seed)])
+        r = json.loads(out.strip().splitlines()[-1])
+        rows.append(r)
+        gflops = 2.0 * n * n * DIM / r["seconds_kernel"] / 1e9
+        print(f"{n:>8,} {r['seconds_kernel']:>9.2f} {r['seconds_greedy']:>9.2f} "
+              f"{r['seconds_kernel'] + r['seconds_greedy']:>8.2f} {r['evaluations']:>9,} {mib(r['kernel_bytes']):>11} "
+              f"{mib(r['embeddings']):>11} {mib(r['peak_extra']):>11} {mib(r['peak']):>10} "
+              f"{gflops:>7.1f} ({100 * gflops * 1e9 / peak_flops:.0f}%)")
+    print(f"peak extra: the resident set's high-water mark ({rows[-1]['peak_from']}) above its size once the "
+          "embeddings exist, i.e. what kernel and greedy add; peak RSS: the whole process (Python, torch, faiss)")
+    ns = [r["n"] for r in rows]
+    growth = {
+        "kernel build time": [r["seconds_kernel"] for r in rows],
+        "lazy greedy time": [r["seconds_greedy"] for r in rows],
+        "total time": [r["seconds_kernel"] + r["seconds_greedy"] for r in rows],
+        "greedy evaluations": [r["evaluations"] for r in rows],
+        "peak extra memory": [max(r["peak_extra"], 1) for r in rows],
+    }
+    print(f"growth per 10x of n ({ns[0]:,} -> {ns[-1]:,}; 10x = linear, 100x = quadratic):")
+    for name, values in growth.items():
+        print(f"  {name:<20} x{per_10x(ns, values):,.1f}")
+
+
+# ------------------------------------------------------------------------------------------- streaming
+def write_pool(path: Path, n: int, seed: int) -> None:
+    """n synthetic alpaca records, about 250 bytes each, a third with an input."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["data", "model", "token", "answer", "prompt", "select", "pool", "score", "kernel", "budget"]
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            out = " ".join(rng.choice(words) for _ in range(rng.randint(10, 40)))
+            row = {"id": f"r{i}", "instruction": f"Explain step {i} of the procedure in plain words.",
+                   "input": f"context {rng.random():.6f}" if i % 3 == 0 else "", "output": out}
+            fh.write(json.dumps(row) + "\n")
+
+
+LIBRARY = ("import sys; from datawinnow.data import convert, load, write\n"
+           "if sys.argv[1] == 'stream': convert(sys.argv[2], sys.argv[3], 'messages')\n"
+           "else: write(load(sys.argv[2]), sys.argv[3], 'messages')")
+
+
+def convert_section(args: argparse.Namespace) -> None:
+    n = CONVERT_QUICK if args.quick else CONVERT_RECORDS
+    with tempfile.TemporaryDirectory(prefix="dw-bench-scale-") as tmp:
+        src, small = Path(tmp) / "pool.jsonl", Path(tmp) / "small.jsonl"
+        t0 = time.perf_counter()
+        write_pool(src, n, args.seed)
+        write_pool(small, 100, args.seed)
+        print(f"\n== streaming {n:,} records ({src.stat().st_size / 2**20:,.0f} MiB of JSON lines, written in "
+              f"{time.perf_counter() - t0:.0f} s) to messages JSON lines; one subprocess each, peak RSS from wait4")
+        cli = [sys.executable, "-m", "datawinnow.cli", "data", "convert"]
+        lib = [sys.executable, "-c", LIBRARY]
+        out = {name: str(Path(tmp) / f"{name}.jsonl") for name in ("small", "cli", "stream", "whole")}
+        runs = {
+            "cli": ("datawinnow data convert", n, [*cli, str(src), "--out", out["cli"], "--to", "messages", "--quiet"]),
+            "small": ("  the same, 100 records", 100,
+                      [*cli, str(small), "--out", out["small"], "--to", "messages", "--quiet"]),
+            "stream": ("convert() (streamed)", n, [*lib, "stream", str(src), out["stream"]]),
+            "whole": ("load() + write() (whole)", n, [*lib, "whole", str(src), out["whole"]]),
+        }
+        print(f"{'':<26} {'seconds':>8} {'records/s':>10} {'peak RSS':>10}")
+        got = {}
+        for key, (name, count, argv) in runs.items():
+            seconds, rss, _ = run_measured(argv)
+            got[key] = (seconds, rss)
+            print(f"{name:<26} {seconds:>8.1f} {count / seconds:>10,.0f} {mib(rss):>10}")
+        (c_t, c_m), (b_t, b_m) = got["cli"], got["small"]
+        print(f"data convert above its startup (the 100-record run): {n / max(c_t - b_t, 1e-9):,.0f} records/s, "
+              f"{mib(c_m - b_m)} more peak RSS")
+        (s_t, s_m), (w_t, w_m) = got["stream"], got["whole"]
+        same = all(Path(out[k]).read_bytes() == Path(out["whole"]).read_bytes() for k in ("cli", "stream"))
+        print(f"streamed vs whole-file (same imports): {w_t / s_t:.2f}x the speed, peak RSS {mib(s_m)} vs "
+              f"{mib(w_m)} ({s_m / w_m:.2f}x); same output: {'yes' if same else 'NO'}")
+
+
+# ------------------------------------------------------------------------------------------- main
+SECTIONS = {"fl": "facility location on a sparse kernel", "convert": "streaming data convert"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help=f"FL at n = {', '.join(map(str, FL_QUICK))}; convert {CONVERT_QUICK:,} records")
+    ap.add_argument("--only", choices=list(SECTIONS), action="append", help="run only these sections (repeatable)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--worker", choices=["fl"], help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker == "fl":
+        print(json.dumps(fl_worker(args.n, args.seed)))
+        return
+
+    print(f"machine: {machine()}")
+    sections = args.only or list(SECTIONS)
+    if "fl" in sections:
+        import torch
+
+        peak = measure_peak(torch.float32, "cpu")
+        print(f"measured peak: {peak / 1e9:,.1f} GFLOP/s (float32 matmul on cpu)")
+        fl_section(args, peak)
+    if "convert" in sections:
+        convert_section(args)
+
+
+if __name__ == "__main__":
+    main()

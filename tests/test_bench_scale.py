@@ -1,0 +1,33 @@
+"""benchmarks/scale.py: the growth ratio per 10x of n, and a smoke run of --quick (FL at 1k and 10k, convert 20k)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scale import per_10x  # noqa: E402
+
+
+def test_growth_per_10x_of_n():
+    assert per_10x([10, 100], [3.0, 30.0]) == pytest.approx(10.0)  # linear
+    assert per_10x([1_000, 100_000], [1.0, 10_000.0]) == pytest.approx(100.0)  # quadratic
+    assert per_10x([10_000, 50_000, 100_000], [2.0, 9.0, 20.0]) == pytest.approx(10.0)  # first to last only
+
+
+def test_quick_run_prints_every_figure(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick"], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    for line in ("machine:", "measured peak:", "  10,000 ", "growth per 10x of n (1,000 -> 10,000",
+                 "lazy greedy time", "peak extra memory", "datawinnow data convert", "load() + write() (whole)",
+                 "same output: yes"):
+        assert line in out, line
