@@ -34,23 +34,30 @@ def record_text(record: Record, field: str) -> str:
     raise ConfigError(f"embed_text must be one of {', '.join(TEXT_FIELDS)}, got '{field}'")
 
 
-def embed_records(records: Sequence[Record] | Dataset, ctx: Any, field: str = "prompt_response") -> np.ndarray:
-    """float32 ``[len(records), d]`` unit-normalised embeddings, cached per record and embedder."""
-    from ..runtime.runner import run_cached, sequential_plan
-
-    if field not in TEXT_FIELDS:
-        raise ConfigError(f"embed_text must be one of {', '.join(TEXT_FIELDS)}, got '{field}'")
-    records = records if isinstance(records, Dataset) else Dataset(list(records))
-    if len(records) == 0:
-        return np.zeros((0, 0), dtype=np.float32)
+def make_record_embeddings(ctx: Any, field: str):
+    """The batch computation of :func:`embed_records`: ``ctx.embedder`` on each record's text (also the recipe
+    a Ray worker rebuilds it from)."""
     embedder = ctx.embedder
 
     def compute(batch: list[Record]) -> list[dict]:
         emb = embedder.encode([record_text(r, field) for r in batch], batch_size=max(len(batch), 1))
         return [{"e": row.tolist()} for row in emb]
 
-    rows, _ = run_cached(records, scorer="embedding", params={"text": field}, identity=embedder.identity,
-                         compute=compute, plan=sequential_plan(64), ctx=ctx)
+    return compute
+
+
+def embed_records(records: Sequence[Record] | Dataset, ctx: Any, field: str = "prompt_response") -> np.ndarray:
+    """float32 ``[len(records), d]`` unit-normalised embeddings, cached per record and embedder."""
+    from ..runtime.runner import Recipe, run_cached, sequential_plan
+
+    if field not in TEXT_FIELDS:
+        raise ConfigError(f"embed_text must be one of {', '.join(TEXT_FIELDS)}, got '{field}'")
+    records = records if isinstance(records, Dataset) else Dataset(list(records))
+    if len(records) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    rows, _ = run_cached(records, scorer="embedding", params={"text": field}, identity=ctx.embedder.identity,
+                         compute=make_record_embeddings(ctx, field), plan=sequential_plan(64), ctx=ctx,
+                         recipe=Recipe("datawinnow.kernels.embedding:make_record_embeddings", {"field": field}))
     return np.asarray([r["e"] for r in rows], dtype=np.float32)
 
 

@@ -294,10 +294,153 @@ class UtilityKernel:
     info: dict
 
 
+class UtilityBlocks:
+    """Stored rows ``[s, e)`` of the utility kernel (one row per example): ``(block, pairs)`` per call, dense
+    ``[e - s, n_targets]`` float32 or sparse ``(rows relative to s, cols, values)``. What the kernel's block
+    loop calls here, and what a Ray worker calls for its blocks. ``base``: d(y_i | x_i) per target;
+    ``lists``: sparse mode's targets per example. :attr:`fallback` counts the pairs computed from scratch
+    (their prompt's tokenization does not begin with the prefix's)."""
+
+    def __init__(self, lm, targets: Sequence[Record], examples: Sequence[Record], *, mode: str,
+                 lists: list[list[int]], base: np.ndarray, batch_size: int = 8,
+                 batch_tokens: int | str | None = "auto", per_example: bool = False,
+                 tokens: UtilityTokens | None = None):
+        self.lm, self.targets, self.examples, self.mode, self.lists = lm, targets, examples, mode, lists
+        self.base, self.batch_size, self.batch_tokens, self.per_example = base, batch_size, batch_tokens, per_example
+        self.tokens = tokens or UtilityTokens(lm)
+        self.fallback = 0
+
+    def units_in(self, s: int, e: int) -> int:
+        """Pairs in rows ``[s, e)``."""
+        return (e - s) * len(self.targets) if self.mode == "dense" else sum(len(self.lists[j]) for j in range(s, e))
+
+    def _example_logprobs(self, example: Record, idx: list[int]) -> list[np.ndarray]:
+        lps = example_target_logprobs(self.lm, self.tokens, example, [self.targets[i] for i in idx],
+                                      batch_size=self.batch_size)
+        self.fallback += lps.fallback
+        return lps.values
+
+    def _block_logprobs(self, s: int, e: int) -> dict[int, list[np.ndarray]]:
+        """Per example j of the block with targets: log p(y_t) of its targets (all, or its list)."""
+        n_t, dense = len(self.targets), self.mode == "dense"
+        js = [j for j in range(s, e) if dense or self.lists[j]]
+        idx = {j: list(range(n_t)) if dense else self.lists[j] for j in js}
+        got = block_target_logprobs(self.lm, self.tokens, [self.examples[j] for j in js],
+                                    [[self.targets[i] for i in idx[j]] for j in js],
+                                    batch_tokens=self.batch_tokens or "auto", batch_size=self.batch_size)
+        self.fallback += sum(g.fallback for g in got)
+        return {j: g.values for j, g in zip(js, got)}
+
+    def __call__(self, s: int, e: int, advance=lambda units: None):
+        n_t, base, lists = len(self.targets), self.base, self.lists
+        if not self.per_example:
+            lps_of = self._block_logprobs(s, e)
+            if self.mode == "dense":
+                block = np.empty((e - s, n_t), dtype=np.float32)
+                for j in range(s, e):
+                    block[j - s] = base - np.array([distance(lp) for lp in lps_of[j]])
+                advance((e - s) * n_t)
+                return block, (e - s) * n_t
+            rows, cols, vals = [], [], []
+            for j, lps in lps_of.items():
+                rows += [j - s] * len(lists[j])
+                cols += lists[j]
+                vals += [base[i] - distance(lp) for i, lp in zip(lists[j], lps)]
+            advance(len(vals))
+            return (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64),
+                    np.array(vals, dtype=np.float32)), len(vals)
+        if self.mode == "dense":
+            block = np.empty((e - s, n_t), dtype=np.float32)
+            for j in range(s, e):
+                lps = self._example_logprobs(self.examples[j], list(range(n_t)))
+                block[j - s] = base - np.array([distance(lp) for lp in lps])
+                advance(n_t)
+            return block, (e - s) * n_t
+        rows, cols, vals = [], [], []
+        for j in range(s, e):
+            if not lists[j]:
+                continue
+            lps = self._example_logprobs(self.examples[j], lists[j])
+            rows += [j - s] * len(lists[j])
+            cols += lists[j]
+            vals += [base[i] - distance(lp) for i, lp in zip(lists[j], lps)]
+            advance(len(lists[j]))
+        return (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(vals, dtype=np.float32)), len(vals)
+
+
+def stored_blocks(blocks: UtilityBlocks, store: KernelStore | None, storage: str):
+    """``(s, e) -> (block, pairs, pairs from scratch)``: :class:`UtilityBlocks` with each block converted to the
+    storage dtype and saved in ``store`` (atomically, as the block loop saves it) before it is returned."""
+    dt = storage_dtype(storage)
+
+    def compute(s: int, e: int):
+        before = blocks.fallback
+        block, units = blocks(s, e)
+        if blocks.mode == "dense":
+            block = np.asarray(block, dtype=dt)
+            if store is not None:
+                store.save_dense_block(s, block)
+        else:
+            block = (block[0], block[1], np.asarray(block[2], dtype=dt))
+            if store is not None:
+                store.save_sparse_block(s, *block)
+        return block, units, blocks.fallback - before
+
+    return compute
+
+
+def make_utility_blocks(ctx, *, targets: list[dict], examples: list[dict], mode: str, lists: list[list[int]],
+                        base: list[float], batch_size: int, batch_tokens: int | str | None, per_example: bool,
+                        storage: str, store: dict[str, Any] | None):
+    """:func:`stored_blocks` on ``ctx.model``: the recipe a Ray worker rebuilds the kernel's block computation
+    from (records as dicts; ``store``: the kernel store's ``kind``, ``meta`` and ``root``, or None)."""
+    from pathlib import Path
+
+    blocks = UtilityBlocks(ctx.model, [Record(**d) for d in targets], [Record(**d) for d in examples], mode=mode,
+                           lists=lists, base=np.asarray(base, dtype=np.float64), batch_size=batch_size,
+                           batch_tokens=batch_tokens, per_example=per_example)
+    kstore = KernelStore(store["kind"], store["meta"], root=Path(store["root"])) if store is not None else None
+    return stored_blocks(blocks, kstore, storage)
+
+
+def _blocks_on_workers(ctx, blocks: UtilityBlocks, store: KernelStore | None, *, block_size: int, storage: str,
+                       progress: bool) -> dict[int, Any]:
+    """The kernel's missing blocks, computed by the context's executor (each stored by the worker that
+    computed it); ``{start: (block, pairs)}``, which the block loop takes where there is no store."""
+    from ..runtime.executor import CallWork
+    from ..runtime.progress import progress_bar
+    from ..runtime.runner import Recipe
+
+    n_e = len(blocks.examples)
+    if store is not None and store.load() is not None:
+        return {}
+    done = store.done_blocks() if store is not None else set()
+    calls = [(s, min(s + block_size, n_e)) for s in range(0, n_e, block_size) if s not in done]
+    recipe = None
+    if ctx.model_loaded and ctx.model is blocks.lm:
+        recipe = Recipe("datawinnow.kernels.utility:make_utility_blocks", {
+            "targets": [r.to_dict() for r in blocks.targets], "examples": [r.to_dict() for r in blocks.examples],
+            "mode": blocks.mode, "lists": blocks.lists, "base": [float(b) for b in blocks.base],
+            "batch_size": blocks.batch_size, "batch_tokens": blocks.batch_tokens, "per_example": blocks.per_example,
+            "storage": storage,
+            "store": None if store is None else {"kind": store.meta["kind"], "root": str(store.dir.parent.parent),
+                                                 "meta": {k: v for k, v in store.meta.items()
+                                                          if k not in ("kind", "format")}}})
+    work = CallWork.for_context(ctx, "utility kernel", calls, stored_blocks(blocks, store, storage), recipe,
+                                unit="block")
+    out: dict[int, Any] = {}
+    with progress_bar(sum(blocks.units_in(s, e) for s, e in calls), "utility kernel", progress, unit="pair") as bar:
+        for k, (block, units, fallback) in ctx.executor.run_calls(work):
+            out[calls[k][0]] = (block, units)
+            blocks.fallback += fallback
+            bar.update(units)
+    return out
+
+
 def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *, mode: str = "dense",
                    neighbour_idx: np.ndarray | None = None, batch_size: int = 8, block_size: int | None = None,
                    storage: str = "float32", use_cache: bool = True, progress: bool = True,
-                   batch_tokens: int | str | None = "auto", per_example: bool = False) -> UtilityKernel:
+                   batch_tokens: int | str | None = "auto", per_example: bool = False, ctx=None) -> UtilityKernel:
     """The raw utility kernel ``K[j, i] = UF[target i, example j]``.
 
     ``mode="sparse"`` needs ``neighbour_idx`` ``[n_targets, k]``: the examples each target is scored
@@ -310,6 +453,10 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
     the model's auto budget). ``per_example=True`` is the previous path (one example at a time,
     ``batch_size`` targets per pass against its expanded prefix), kept as the benchmark's baseline; both
     give the same kernel. d(y|x) goes in token-budget batches (``batch_size`` targets with ``per_example``).
+
+    ``ctx``: the run's :class:`~datawinnow.runtime.Context`, whose ``lm`` is its model; under a remote
+    executor (Ray) the blocks still missing are computed by its workers (:func:`make_utility_blocks`),
+    each storing its blocks in the same kernel store, so a killed run resumes either way.
     """
     import time
 
@@ -362,68 +509,19 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
             store.save_vector("base", base)
     t_base = time.perf_counter() - t0
 
-    fallback = [0]  # pairs computed from scratch (their prompt's tokenization does not begin with the prefix's)
-
-    def example_logprobs(example: Record, idx: list[int]) -> list[np.ndarray]:
-        lps = example_target_logprobs(lm, tokens, example, [targets[i] for i in idx], batch_size=batch_size)
-        fallback[0] += lps.fallback
-        return lps.values
-
-    def block_logprobs(s: int, e: int) -> dict[int, list[np.ndarray]]:
-        """Per example j of the block with targets: log p(y_t) of its targets (all, or its list)."""
-        js = [j for j in range(s, e) if mode == "dense" or lists[j]]
-        idx = {j: list(range(n_t)) if mode == "dense" else lists[j] for j in js}
-        if per_example:
-            return {j: example_logprobs(examples[j], idx[j]) for j in js}
-        got = block_target_logprobs(lm, tokens, [examples[j] for j in js], [[targets[i] for i in idx[j]] for j in js],
-                                    batch_tokens=batch_tokens or "auto", batch_size=batch_size)
-        fallback[0] += sum(g.fallback for g in got)
-        return {j: g.values for j, g in zip(js, got)}
-
-    def compute(s: int, e: int, advance):
-        if not per_example:
-            lps_of = block_logprobs(s, e)
-            if mode == "dense":
-                block = np.empty((e - s, n_t), dtype=np.float32)
-                for j in range(s, e):
-                    block[j - s] = base - np.array([distance(lp) for lp in lps_of[j]])
-                advance((e - s) * n_t)
-                return block, (e - s) * n_t
-            rows, cols, vals = [], [], []
-            for j, lps in lps_of.items():
-                rows += [j - s] * len(lists[j])
-                cols += lists[j]
-                vals += [base[i] - distance(lp) for i, lp in zip(lists[j], lps)]
-            advance(len(vals))
-            return (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64),
-                    np.array(vals, dtype=np.float32)), len(vals)
-        if mode == "dense":
-            block = np.empty((e - s, n_t), dtype=np.float32)
-            for j in range(s, e):
-                lps = example_logprobs(examples[j], list(range(n_t)))
-                block[j - s] = base - np.array([distance(lp) for lp in lps])
-                advance(n_t)
-            return block, (e - s) * n_t
-        rows, cols, vals = [], [], []
-        for j in range(s, e):
-            if not lists[j]:
-                continue
-            lps = example_logprobs(examples[j], lists[j])
-            rows += [j - s] * len(lists[j])
-            cols += lists[j]
-            vals += [base[i] - distance(lp) for i, lp in zip(lists[j], lps)]
-            advance(len(lists[j]))
-        return (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(vals, dtype=np.float32)), len(vals)
-
-    def units_in(s: int, e: int) -> int:
-        return (e - s) * n_t if mode == "dense" else sum(len(lists[j]) for j in range(s, e))
-
-    total = units_in(0, n_e)
+    blocks = UtilityBlocks(lm, targets, examples, mode=mode, lists=lists, base=base, batch_size=batch_size,
+                           batch_tokens=batch_tokens, per_example=per_example, tokens=tokens)
+    total = blocks.units_in(0, n_e)
     t1 = time.perf_counter()
+    compute, bar = blocks, progress
+    if ctx is not None and ctx.executor.remote:
+        computed = _blocks_on_workers(ctx, blocks, store, block_size=block_size, storage=storage, progress=progress)
+        compute = lambda s, e, advance: computed.pop(s)  # noqa: E731 - reached only without a store
+        bar = False
     matrix = build_blocked(store, shape=(n_e, n_t), block_size=block_size, compute=compute, sparse=mode == "sparse",
-                           dtype=dt, progress=progress, desc="utility kernel", total_units=total, units_in=units_in)
+                           dtype=dt, progress=bar, desc="utility kernel", total_units=total, units_in=blocks.units_in)
     seconds = time.perf_counter() - t1
     info = {"kernel": "utility", "mode": mode, "pairs": total, "targets": n_t, "examples": n_e,
-            "seconds_base": round(t_base, 3), "seconds_pairs": round(seconds, 3), "pairs_from_scratch": fallback[0],
+            "seconds_base": round(t_base, 3), "seconds_pairs": round(seconds, 3), "pairs_from_scratch": blocks.fallback,
             "cache_dir": str(store.dir) if store is not None else None}
     return UtilityKernel(matrix, base, info)

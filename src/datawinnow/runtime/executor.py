@@ -25,7 +25,8 @@ class CallWork:
     """Calls of one computation whose results are not per-record rows (a kernel's blocks): ``compute(*args)``
     for each ``args`` in ``calls``, in this process; another process builds the same function with
     ``recipe.build(ctx)`` from ``options`` (as for :class:`~.runner.BatchWork`, whose ``options`` and
-    ``expect`` these fields mirror). Storing a result is the computation's own business."""
+    ``expect`` these fields mirror). Storing a result is the computation's own business. ``unit`` names a
+    call in log lines (``block``)."""
 
     name: str
     calls: list[tuple]
@@ -34,13 +35,14 @@ class CallWork:
     options: RuntimeOptions | None = None
     expect: dict[str, str] = field(default_factory=dict)
     cache_dir: str | None = None
+    unit: str = "call"
 
     @classmethod
-    def for_context(cls, ctx, name: str, calls: list[tuple], compute: Callable[..., Any], recipe: Recipe | None
-                    ) -> "CallWork":
+    def for_context(cls, ctx, name: str, calls: list[tuple], compute: Callable[..., Any], recipe: Recipe | None,
+                    unit: str = "call") -> "CallWork":
         """Work whose workers rebuild ``recipe`` from the options of ``ctx``."""
         return cls(name, calls, compute, recipe, ctx.worker_options() if recipe is not None else None,
-                   ctx.loaded_identities(), ctx.cache_dir)
+                   ctx.loaded_identities(), ctx.cache_dir, unit)
 
 
 class Executor:

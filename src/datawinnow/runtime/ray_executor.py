@@ -76,6 +76,8 @@ def connect(options: RuntimeOptions):
             ray.init(address=options.ray_address, logging_level=level, log_to_driver=options.progress)
             log.info(f"ray: joined the cluster at {options.ray_address} ({_describe(ray.cluster_resources())})")
         else:
+            # a private local Ray: its notice that token authentication is on asks nothing of the user
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             ray.init(num_cpus=local_cpus(), include_dashboard=False, logging_level=level,
                      log_to_driver=options.progress)
             log.info(f"ray: started a local Ray ({_describe(ray.cluster_resources())})")
@@ -261,7 +263,7 @@ class RayExecutor(Executor):
         job = RowsJob(work.recipe, work.scorer, work.params, work.identity, work.use_cache, root)
         payloads = [json.dumps([work.records[i].to_dict() for i in idx], ensure_ascii=False).encode("utf-8")
                     for idx in work.batches]
-        for _, out in self._map(work.scorer, job, payloads, work.options, work.expect, root):
+        for _, out in self._map(work.scorer, "batch", job, payloads, work.options, work.expect, root):
             yield json.loads(out)
 
     def run_calls(self, work: CallWork) -> Iterator[tuple[int, Any]]:
@@ -271,11 +273,12 @@ class RayExecutor(Executor):
             return
         root = work.cache_dir or str(cache_root())
         payloads = [pickle.dumps(tuple(args)) for args in work.calls]
-        for k, out in self._map(work.name, CallsJob(work.recipe), payloads, work.options, work.expect, root):
+        for k, out in self._map(work.name, work.unit, CallsJob(work.recipe), payloads, work.options, work.expect,
+                                root):
             yield k, pickle.loads(out)
 
-    def _map(self, name: str, job: Any, payloads: list[bytes], options: RuntimeOptions, expect: dict[str, str],
-             cache_dir: str) -> Iterator[tuple[int, bytes]]:
+    def _map(self, name: str, unit: str, job: Any, payloads: list[bytes], options: RuntimeOptions,
+             expect: dict[str, str], cache_dir: str) -> Iterator[tuple[int, bytes]]:
         """``(index, output)`` of every payload, as the actors finish them."""
         if not payloads:
             return
@@ -287,7 +290,8 @@ class RayExecutor(Executor):
                                  override_num_blocks=len(payloads))
         mapped = _map_batches(ds, ray, plan, dict(options=worker_options, job=job, cache_dir=str(cache_dir),
                                                    threads=plan.threads, expect=dict(expect)))
-        log.info(f"{name}: {len(payloads)} batch{'es' * (len(payloads) != 1)} on Ray, {plan.describe()}")
+        units = unit if len(payloads) == 1 else (unit + "es" if unit.endswith("ch") else unit + "s")
+        log.info(f"{name}: {len(payloads)} {units} on Ray, {plan.describe()}")
         for row in mapped.iter_rows():
             if row["err"]:
                 raise unpack_error(row["err"])

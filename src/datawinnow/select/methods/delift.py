@@ -120,7 +120,8 @@ class DeliftMethod(Method):
                                backend=p["knn_backend"])
         uk = utility_kernel(ctx.model, targets, examples, mode=p["kernel"], neighbour_idx=nb,
                             batch_size=ctx.batch_size, block_size=None if p["block_size"] == "auto" else p["block_size"], storage=p["storage"],
-                            use_cache=ctx.use_cache, progress=ctx.progress, batch_tokens=ctx.batch_tokens or "auto")
+                            use_cache=ctx.use_cache, progress=ctx.progress, batch_tokens=ctx.batch_tokens or "auto",
+                            ctx=ctx)
         return uk.matrix, uk.info
 
     # ------------------------------------------------------------------ select
