@@ -1,7 +1,7 @@
 """Large pools: facility-location selection on a sparse k-NN kernel, and streaming a large file through `data convert`.
 
-    .venv/bin/python benchmarks/scale.py            # FL at n = 10k, 50k, 100k; convert 1M records
-    .venv/bin/python benchmarks/scale.py --quick    # FL at n = 1k, 10k; convert 20k records
+    .venv/bin/python benchmarks/scale.py            # FL at n = 10k, 50k, 100k; convert 1M records; Ray on 256
+    .venv/bin/python benchmarks/scale.py --quick    # FL at n = 1k, 10k; convert 20k records; Ray on 64
 
 Sparse FL (what delift-se does with --param kernel=sparse --param k=10, from the embeddings on): random
 unit embeddings of dimension 384 (as all-MiniLM-L6-v2 gives), the candidate-major (cos + 1) / 2 kernel of
@@ -22,6 +22,9 @@ and the peak RSS of that process (ru_maxrss from wait4), and both again above th
 (the same command on a 100-record file). The baseline, measured in the same run on the same file, is
 the whole-file path (`load()` then `write()`: every record in memory at once) against the streamed
 `datawinnow.data.convert()`, each in a subprocess with the same imports.
+
+Ray: the Ray executor's overhead against the local executor on the same pool (IFD, tiny model; see
+benchmarks/ray_overhead.py, which also runs on its own).
 """
 
 from __future__ import annotations
@@ -236,13 +239,15 @@ def convert_section(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------- main
-SECTIONS = {"fl": "facility location on a sparse kernel", "convert": "streaming data convert"}
+SECTIONS = {"fl": "facility location on a sparse kernel", "convert": "streaming data convert",
+            "ray": "the Ray executor's overhead against local (benchmarks/ray_overhead.py)"}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help=f"FL at n = {', '.join(map(str, FL_QUICK))}; convert {CONVERT_QUICK:,} records")
+                    help=f"FL at n = {', '.join(map(str, FL_QUICK))}; convert {CONVERT_QUICK:,} records; Ray "
+                         "overhead on 64 records")
     ap.add_argument("--only", choices=list(SECTIONS), action="append", help="run only these sections (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker", choices=["fl"], help=argparse.SUPPRESS)
@@ -262,6 +267,10 @@ def main() -> None:
         fl_section(args, peak)
     if "convert" in sections:
         convert_section(args)
+    if "ray" in sections:
+        from ray_overhead import QUICK, RECORDS, ray_section
+
+        ray_section(records=QUICK if args.quick else RECORDS)
 
 
 if __name__ == "__main__":
