@@ -109,7 +109,7 @@ class DeliftMethod(Method):
         if self.kernel_kind == "embedding":
             t0 = time.perf_counter()
             m = embedding_kernel(self._embeddings(targets, ctx, memo), self._embeddings(examples, ctx, memo),
-                                 mode=p["kernel"], k=p["k"], backend=p["knn_backend"])
+                                 mode=p["kernel"], k=p["k"], backend=p["knn_backend"], progress=ctx.progress)
             return m, {"kernel": "embedding", "mode": p["kernel"], "seconds": round(time.perf_counter() - t0, 3),
                        "embedder": ctx.embedder.identity}
         from ...kernels.utility import utility_kernel
@@ -117,7 +117,7 @@ class DeliftMethod(Method):
         nb = None
         if sparse:
             nb, _ = neighbours(self._embeddings(targets, ctx, memo), self._embeddings(examples, ctx, memo), p["k"],
-                               backend=p["knn_backend"])
+                               backend=p["knn_backend"], progress=ctx.progress)
         uk = utility_kernel(ctx.model, targets, examples, mode=p["kernel"], neighbour_idx=nb,
                             batch_size=ctx.batch_size, block_size=None if p["block_size"] == "auto" else p["block_size"], storage=p["storage"],
                             use_cache=ctx.use_cache, progress=ctx.progress, batch_tokens=ctx.batch_tokens or "auto",
