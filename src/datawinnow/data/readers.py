@@ -8,6 +8,12 @@ or ``hf:org/name``) read through a column map, or data already in memory: a ``da
 Text files are UTF-8 (a byte-order mark is skipped); ``.jsonl`` files may also hold one JSON
 array, as Hugging Face ``load_dataset("json")`` accepts. Every problem is a :class:`DataError`
 naming the file, the line (a row number for tabular sources) and the field.
+
+Every source is first a :class:`RowSource` (:func:`open_rows`): its ``(line, row)`` pairs, read as
+they are needed (JSON lines and CSV line by line, ``.gz`` decompressed on the fly, Parquet a batch of
+rows at a time, Hugging Face datasets row by row; a ``.json`` file is parsed whole). :func:`load`
+turns them into one :class:`Dataset` (a row is dropped as soon as its record is built; the file's
+text is never held whole), :mod:`.stream` into chunks of records.
 """
 
 from __future__ import annotations
