@@ -257,7 +257,7 @@ def main() -> None:
         print(json.dumps(fl_worker(args.n, args.seed)))
         return
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} (other jobs share the cores when above 0)")
     sections = args.only or list(SECTIONS)
     if "fl" in sections:
         import torch
@@ -271,6 +271,7 @@ def main() -> None:
         from ray_overhead import QUICK, RECORDS, ray_section
 
         ray_section(records=QUICK if args.quick else RECORDS)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
