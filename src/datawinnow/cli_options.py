@@ -97,7 +97,8 @@ FLAGS: dict[str, Flag] = {
                          help="--executor ray: number of model actors (None: one per GPU, else one per CPU slot of "
                               "--worker-threads threads)")),
         ("worker_threads", dict(type=int, default=None, metavar="N",
-                                help="--executor ray: torch threads of each CPU actor (None: the executor's choice)")),
+                                help="--executor ray: torch threads (and Ray CPUs) of each actor (None: on GPUs 1; on CPUs the "
+                                     "cluster's CPUs shared among --workers, else 1 with one actor per CPU)")),
     ),
     **_flags(
         JUDGE_GROUP,
