@@ -2,7 +2,8 @@
 
 - :func:`embed_records`: unit-normalised embeddings of records from the embedder backend, cached per
   record like scores (resumable, with a progress bar).
-- :func:`neighbours`: each target's ``k`` nearest examples by cosine similarity (faiss or scikit-learn).
+- :func:`neighbours`: each target's ``k`` nearest examples by cosine similarity (exact: faiss or scikit-learn;
+  or approximate: a faiss IVF index, :mod:`.knn`).
 - :func:`embedding_kernel`: the candidate-major kernel ``(cos + 1) / 2``, dense (all pairs; memory-mapped
   above a size threshold) or sparse (each target against its ``k`` nearest examples: CSR float32).
 """
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..data.record import Dataset, Record
 from ..errors import ConfigError
-from .knn import knn
+from .knn import NPROBE, knn
 from .memmap import dense_array, finish
 from .similarity import cosine01
 
@@ -62,18 +63,23 @@ def embed_records(records: Sequence[Record] | Dataset, ctx: Any, field: str = "p
 
 
 def neighbours(target_emb: np.ndarray, example_emb: np.ndarray, k: int, *, backend: str = "auto",
-               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(indices ``[n_targets, k]`` into the examples, cosine similarities), nearest first."""
-    return knn(target_emb, example_emb, k, backend=backend, progress=progress)
+               index: str = "auto", nprobe: int = NPROBE, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(indices ``[n_targets, k]`` into the examples, cosine similarities), nearest first.
+
+    ``index``: ``exact``, ``ivf`` (approximate, ``nprobe`` lists searched per target) or ``auto`` (exact up
+    to 20,000 points, ivf above when faiss is installed); see :func:`.knn.knn`.
+    """
+    return knn(target_emb, example_emb, k, backend=backend, index=index, nprobe=nprobe, progress=progress)
 
 
 def embedding_kernel(target_emb: np.ndarray, example_emb: np.ndarray, *, mode: str = "dense", k: int = 10,
-                     backend: str = "auto", progress: bool = False, memmap_bytes: int | str | None = None):
+                     backend: str = "auto", index: str = "auto", nprobe: int = NPROBE, progress: bool = False,
+                     memmap_bytes: int | str | None = None):
     """Candidate-major ``(cos + 1) / 2``: stored row ``j`` = example ``j``, column ``i`` = target ``i``.
 
     ``mode="sparse"``: only each target's ``k`` nearest examples are kept (a float32 CSR matrix of
     ``n_targets * k`` entries; a missing entry is similarity 0), from a k-NN search done in blocks of
-    targets. Dense kernels are float32, computed in blocks, in RAM up to ``memmap_bytes`` (default 1 GiB,
+    targets (``index``, ``nprobe``: exact or approximate, as :func:`neighbours`). Dense kernels are float32, computed in blocks, in RAM up to ``memmap_bytes`` (default 1 GiB,
     or ``$DATAWINNOW_MEMMAP_BYTES``) and a read-only memmap above it (:mod:`.memmap`).
     """
     import scipy.sparse as sp
@@ -82,7 +88,8 @@ def embedding_kernel(target_emb: np.ndarray, example_emb: np.ndarray, *, mode: s
         raise ConfigError(f"kernel must be one of {', '.join(MODES)}, got '{mode}'")
     n_t, n_e = len(target_emb), len(example_emb)
     if mode == "sparse":
-        idx, sims = neighbours(target_emb, example_emb, k, backend=backend, progress=progress)
+        idx, sims = neighbours(target_emb, example_emb, k, backend=backend, index=index, nprobe=nprobe,
+                               progress=progress)
         k_used = idx.shape[1]
         data = cosine01(sims.ravel()).astype(np.float32)
         cols = np.repeat(np.arange(n_t, dtype=np.int64), k_used)
