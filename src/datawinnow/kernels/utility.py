@@ -440,11 +440,15 @@ def _blocks_on_workers(ctx, blocks: UtilityBlocks, store: KernelStore | None, *,
 def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *, mode: str = "dense",
                    neighbour_idx: np.ndarray | None = None, batch_size: int = 8, block_size: int | None = None,
                    storage: str = "float32", use_cache: bool = True, progress: bool = True,
-                   batch_tokens: int | str | None = "auto", per_example: bool = False, ctx=None) -> UtilityKernel:
+                   batch_tokens: int | str | None = "auto", per_example: bool = False, ctx=None,
+                   neighbours_from: dict | None = None) -> UtilityKernel:
     """The raw utility kernel ``K[j, i] = UF[target i, example j]``.
 
     ``mode="sparse"`` needs ``neighbour_idx`` ``[n_targets, k]``: the examples each target is scored
-    against (the rest of its column stays empty). ``block_size`` examples form one cached block
+    against (the rest of its column stays empty). ``neighbours_from``: how an approximate search found
+    them (:meth:`.knn.IndexPlan.as_dict`, e.g. ``{"index": "ivf", "nlist": 1265, "nprobe": 16}``); it joins
+    the cache key (the neighbours themselves are in it too), an exact search's (None, or ``{"index":
+    "exact"}``) leaves the key as it was. ``block_size`` examples form one cached block
     (default: as many as hold about ``BLOCK_PAIRS`` pairs, so a killed run loses little work however
     large the pool).
 
@@ -489,6 +493,8 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
         "examples": stable_hash([r.content_key() for r in examples]), "block_size": block_size,
         "neighbours": None if mode == "dense" else stable_hash(neighbour_idx.tolist()),
     }
+    if mode == "sparse" and neighbours_from and neighbours_from.get("index", "exact") != "exact":
+        meta["knn"] = dict(neighbours_from)
     store = KernelStore("utility", meta) if use_cache else None
     t0 = time.perf_counter()
 

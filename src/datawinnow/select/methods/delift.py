@@ -46,7 +46,7 @@ from ..submodular import (
 )
 
 COMMON = {"kernel": "dense", "k": 10, "optimizer": "lazy", "epsilon": 0.1, "embed_text": "prompt_response",
-          "knn_backend": "auto"}
+          "knn_backend": "auto", "knn_index": "auto", "nprobe": 16}
 UTILITY = {**COMMON, "similarity": "minmax", "block_size": "auto", "storage": "float32"}
 
 
@@ -65,6 +65,7 @@ class DeliftMethod(Method):
     kernel_kind: ClassVar[str] = "utility"  # or "embedding"
     objective: ClassVar[str] = "fl"  # "fl", "flmi" or "flcg"
     default_budget = 0.3
+    param_types = {"knn_index": "str"}  # a text (its default "auto" would also take a number)
 
     @classmethod
     def is_stochastic(cls, params: dict[str, Any]) -> bool:
@@ -72,11 +73,17 @@ class DeliftMethod(Method):
 
     # ------------------------------------------------------------------ options
     def _check(self) -> None:
+        from ...kernels.knn import INDEXES
+
         p = self.params
         if p["kernel"] not in ("dense", "sparse"):
             raise ConfigError(f"{self.name}: kernel must be dense or sparse, got '{p['kernel']}'")
         if not isinstance(p["k"], int) or isinstance(p["k"], bool) or p["k"] < 1:
             raise ConfigError(f"{self.name}: k must be a positive integer, got {p['k']!r}")
+        if p["knn_index"] not in INDEXES:
+            raise ConfigError(f"{self.name}: knn_index must be one of {', '.join(INDEXES)}, got '{p['knn_index']}'")
+        if not isinstance(p["nprobe"], int) or isinstance(p["nprobe"], bool) or p["nprobe"] < 1:
+            raise ConfigError(f"{self.name}: nprobe must be a positive integer, got {p['nprobe']!r}")
         if p["optimizer"] not in OPTIMIZERS:
             raise ConfigError(f"{self.name}: optimizer must be one of {', '.join(OPTIMIZERS)}, got '{p['optimizer']}'")
         if not isinstance(p["epsilon"], (int, float)) or not 0 < p["epsilon"] < 1:
@@ -103,26 +110,32 @@ class DeliftMethod(Method):
     def _kernel(self, targets: Dataset, examples: Dataset, ctx: Context, memo: dict) -> tuple[Any, dict]:
         """Raw candidate-major kernel ``[len(examples), len(targets)]`` and its info."""
         from ...kernels.embedding import embedding_kernel, neighbours
+        from ...kernels.knn import plan_index
 
         p = self.params
         sparse = p["kernel"] == "sparse"
+        # the k-NN search of the sparse modes: exact or approximate (knn_index auto resolved for these sizes)
+        knn_plan = plan_index(p["knn_index"], len(targets), len(examples), backend=p["knn_backend"],
+                              nprobe=p["nprobe"]).as_dict() if sparse else None
+        search = {"backend": p["knn_backend"], "index": p["knn_index"], "nprobe": p["nprobe"]}
         if self.kernel_kind == "embedding":
             t0 = time.perf_counter()
             m = embedding_kernel(self._embeddings(targets, ctx, memo), self._embeddings(examples, ctx, memo),
-                                 mode=p["kernel"], k=p["k"], backend=p["knn_backend"], progress=ctx.progress)
-            return m, {"kernel": "embedding", "mode": p["kernel"], "seconds": round(time.perf_counter() - t0, 3),
-                       "embedder": ctx.embedder.identity}
+                                 mode=p["kernel"], k=p["k"], progress=ctx.progress, **search)
+            info = {"kernel": "embedding", "mode": p["kernel"], "seconds": round(time.perf_counter() - t0, 3),
+                    "embedder": ctx.embedder.identity}
+            return m, {**info, "knn": knn_plan} if sparse else info
         from ...kernels.utility import utility_kernel
 
         nb = None
         if sparse:
             nb, _ = neighbours(self._embeddings(targets, ctx, memo), self._embeddings(examples, ctx, memo), p["k"],
-                               backend=p["knn_backend"], progress=ctx.progress)
+                               progress=ctx.progress, **search)
         uk = utility_kernel(ctx.model, targets, examples, mode=p["kernel"], neighbour_idx=nb,
                             batch_size=ctx.batch_size, block_size=None if p["block_size"] == "auto" else p["block_size"], storage=p["storage"],
                             use_cache=ctx.use_cache, progress=ctx.progress, batch_tokens=ctx.batch_tokens or "auto",
-                            ctx=ctx)
-        return uk.matrix, uk.info
+                            ctx=ctx, neighbours_from=knn_plan)
+        return uk.matrix, {**uk.info, "knn": knn_plan} if sparse else uk.info
 
     # ------------------------------------------------------------------ select
     def select(self, dataset: Dataset, budget: int, ctx: Context) -> Selection:
