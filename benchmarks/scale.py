@@ -2,19 +2,33 @@
 
     .venv/bin/python benchmarks/scale.py            # FL at n = 10k, 50k, 100k; convert 1M records; Ray on 256
     .venv/bin/python benchmarks/scale.py --quick    # FL at n = 1k, 10k; convert 20k records; Ray on 64
+    .venv/bin/python benchmarks/scale.py --only fl --knn-index ivf --data uniform   # the ANN's worst case
 
-Sparse FL (what delift-se does with --param kernel=sparse --param k=10, from the embeddings on): random
-unit embeddings of dimension 384 (as all-MiniLM-L6-v2 gives), the candidate-major (cos + 1) / 2 kernel of
-each point's k = 10 nearest neighbours (exact search, faiss when installed, in blocks of queries; CSR
-float32), then lazy greedy facility location with a budget of 10% of n. Each size runs in a fresh
-subprocess, which reports the time of the kernel build and of the greedy and its peak memory: the
-resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs once the embeddings exist;
-ru_maxrss where that is unavailable) above the resident set at that point, i.e. what the selection
-adds on top of its input; the embeddings' own size is printed beside it. Growth
-ratios are per 10x of n (from the smallest to the largest size, as 10 ** slope on log-log axes): 10x
-is linear, 100x quadratic. The k-NN search is exact, so its arithmetic grows as n^2 (printed as
-achieved GFLOP/s against the fp32 matmul peak measured in the same run); its memory, and the greedy's
-time and memory, grow with n.
+Sparse FL (what delift-se does with --param kernel=sparse --param k=10, from the embeddings on): unit
+embeddings of dimension 384 (as all-MiniLM-L6-v2 gives), the candidate-major (cos + 1) / 2 kernel of
+each point's k = 10 nearest neighbours (CSR float32), then lazy greedy facility location with a budget
+of 10% of n. The neighbours come from the k-NN search that --knn-index names, as the methods' knn_index
+param does: auto (the default: exact up to 20,000 points, faiss IVF above), exact (faiss IndexFlatIP in
+blocks of queries: n^2 d multiply-adds) or ivf (approximate: about 4 sqrt(n) lists, --nprobe of them
+searched per query: about n^1.5 d).
+
+The embeddings (--data): clustered (the default) is a seeded mixture of n / 100 Gaussian clusters around
+random unit centres, each point its centre plus noise of norm 0.75-1.75 (drawn per cluster), normalised:
+cosine about 0.25-0.65 to the points of its cluster and about 0 to the rest. Real sentence embeddings are
+clustered like this; uniformly random unit vectors (--data uniform) are the worst case for any
+approximate index (every point's neighbours are barely nearer than the rest) and the recall printed
+for them is the floor, not the typical figure.
+
+Each size runs in a fresh subprocess, which reports the time of the kernel build (the k-NN search and
+the CSR matrix) and of the greedy and its peak memory: the resident-set high-water mark (VmHWM, reset
+through /proc/self/clear_refs once the embeddings exist; ru_maxrss where that is unavailable) above the
+resident set at that point, i.e. what the selection adds on top of its input; the embeddings' own size
+is printed beside it. Then, outside the measurement, recall@10: for 1,000 seeded queries (all of them
+below 1,000 points), the share of their exact 10 nearest neighbours (an exact search for just those
+queries) that the kernel's search found (1 for the exact search). Growth ratios are per 10x of n (from
+the smallest to the largest size, as 10 ** slope on log-log axes): 10x is linear, 31.6x n^1.5, 100x
+quadratic. An exact search's speed is printed as achieved GFLOP/s against the fp32 matmul peak measured
+in the same run.
 
 Streaming: a JSON-lines file of synthetic alpaca records is written to a temporary folder, then
 `datawinnow data convert FILE --out OUT.jsonl --to messages` runs as a subprocess; printed: records/s
@@ -43,6 +57,8 @@ from _common import ROOT, machine, measure_peak
 
 DIM, K, BUDGET = 384, 10, 0.1
 FL_SIZES, FL_QUICK = (10_000, 50_000, 100_000), (1_000, 10_000)
+POINTS_PER_CLUSTER, SPREAD = 100, (0.75, 1.75)  # --data clustered: n / 100 clusters, noise norm per cluster
+RECALL_QUERIES = 1_000
 CONVERT_RECORDS, CONVERT_QUICK = 1_000_000, 20_000
 
 
@@ -124,51 +140,94 @@ def read_peak(how: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def fl_worker(n: int, seed: int) -> dict:
-    """Sparse kernel + lazy greedy at one n, in this (fresh) process."""
+def embeddings(n: int, data: str, seed: int):
+    """float32 ``[n, DIM]`` unit vectors: a seeded mixture of n / 100 Gaussian clusters, or uniformly random."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if data == "clustered":
+        m = max(1, n // POINTS_PER_CLUSTER)
+        centres = rng.standard_normal((m, DIM), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        spread = rng.uniform(*SPREAD, size=m).astype(np.float32) / np.float32(np.sqrt(DIM))
+        label = rng.integers(0, m, size=n)
+    emb = np.empty((n, DIM), dtype=np.float32)
+    for s in range(0, n, 8192):  # float32 throughout: no float64 temporary sets the high-water mark
+        block = rng.standard_normal((min(8192, n - s), DIM), dtype=np.float32)
+        if data == "clustered":
+            lab = label[s:s + len(block)]
+            block = centres[lab] + block * spread[lab, None]
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        emb[s:s + len(block)] = block
+    return emb
+
+
+def fl_worker(n: int, seed: int, index: str, nprobe: int, data: str) -> dict:
+    """Sparse kernel + lazy greedy at one n, in this (fresh) process; then the search's recall@10."""
     import numpy as np
 
     from datawinnow.kernels.embedding import embedding_kernel
+    from datawinnow.kernels.knn import knn, plan_index
     from datawinnow.select.submodular import FacilityLocation, lazy_greedy
 
     # warm-up outside the measurement: torch's and faiss' first calls
     w = np.eye(16, DIM, dtype=np.float32)
-    lazy_greedy(FacilityLocation(embedding_kernel(w, w, mode="sparse", k=4), transposed=True), 2)
-    rng = np.random.default_rng(seed)
-    emb = np.empty((n, DIM), dtype=np.float32)
-    for s in range(0, n, 8192):  # float32 throughout: no float64 temporary sets the high-water mark
-        block = rng.standard_normal((min(8192, n - s), DIM), dtype=np.float32)
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        emb[s:s + len(block)] = block
+    lazy_greedy(FacilityLocation(embedding_kernel(w, w, mode="sparse", k=4, index=index), transposed=True), 2)
+    emb = embeddings(n, data, seed)
+    plan = plan_index(index, n, n, nprobe=nprobe)
     base, how = reset_peak()
     t0 = time.perf_counter()
-    kernel = embedding_kernel(emb, emb, mode="sparse", k=K)
+    kernel = embedding_kernel(emb, emb, mode="sparse", k=K, index=index, nprobe=nprobe)
     t_kernel = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = lazy_greedy(FacilityLocation(kernel, transposed=True), max(1, int(round(BUDGET * n))))
     t_greedy = time.perf_counter() - t0
     peak = read_peak(how)
-    return {"n": n, "seconds_kernel": t_kernel, "seconds_greedy": t_greedy, "peak_extra": peak - base,
-            "peak": peak, "peak_from": how, "embeddings": emb.nbytes, "nnz": int(kernel.nnz), "evaluations": res.evaluations,
+    # recall@10 of the kernel's neighbours (column i of the candidate-major kernel: target i's), outside the timing
+    queries = np.sort(np.random.default_rng(seed + 1).choice(n, min(n, RECALL_QUERIES), replace=False))
+    exact, _ = knn(emb[queries], emb, K, index="exact")
+    found = kernel.T.tocsr()[queries]
+    recall = float(np.mean([len(set(found.indices[found.indptr[r]:found.indptr[r + 1]]) & set(exact[r])) / K
+                            for r in range(len(queries))]))
+    return {"n": n, "index": plan.as_dict(), "seconds_kernel": t_kernel, "seconds_greedy": t_greedy,
+            "peak_extra": peak - base, "peak": peak, "peak_from": how, "embeddings": emb.nbytes,
+            "nnz": int(kernel.nnz), "evaluations": res.evaluations, "recall": recall,
             "kernel_bytes": int(kernel.data.nbytes + kernel.indices.nbytes + kernel.indptr.nbytes)}
+
+
+def index_name(plan: dict) -> str:
+    return "exact" if plan["index"] == "exact" else f"ivf {plan['nprobe']}/{plan['nlist']}"
 
 
 def fl_section(args: argparse.Namespace, peak_flops: float) -> None:
     sizes = FL_QUICK if args.quick else FL_SIZES
     print(f"\n== facility location, sparse kernel (k = {K}, dim {DIM}, budget {BUDGET:.0%}, lazy greedy), "
-          "one subprocess per n")
-    print(f"{'n':>8} {'kernel s':>9} {'greedy s':>9} {'total s':>8} {'evals':>9} {'kernel CSR':>11} "
-          f"{'embeddings':>11} {'peak extra':>11} {'peak RSS':>10} {'k-NN GFLOP/s':>13}")
+          f"one subprocess per n; k-NN index {args.knn_index} (nprobe {args.nprobe})")
+    if args.data == "clustered":
+        print(f"embeddings: clustered, n / {POINTS_PER_CLUSTER} Gaussian clusters (noise norm {SPREAD[0]}-{SPREAD[1]}, "
+              "normalised), as real sentence embeddings are; --data uniform is the worst case for an approximate index")
+    else:
+        print("embeddings: uniformly random unit vectors, the WORST case for an approximate index (real sentence "
+              "embeddings are clustered: --data clustered)")
+    print(f"{'n':>8} {'index':>13} {'kernel s':>9} {'greedy s':>9} {'total s':>8} {'evals':>9} {'kernel CSR':>11} "
+          f"{'embeddings':>11} {'peak extra':>11} {'peak RSS':>10} {'recall@10':>10} {'exact GFLOP/s':>14}")
     rows = []
     for n in sizes:
-        _, _, out = run_measured([sys.executable, __file__, "--worker", "fl", "--n", str(n), "--seed", str(args.seed)])
+        _, _, out = run_measured([sys.executable, __file__, "--worker", "fl", "--n", str(n), "--seed", str(args.seed),
+                                  "--knn-index", args.knn_index, "--nprobe", str(args.nprobe), "--data", args.data])
         r = json.loads(out.strip().splitlines()[-1])
         rows.append(r)
-        gflops = 2.0 * n * n * DIM / r["seconds_kernel"] / 1e9
-        print(f"{n:>8,} {r['seconds_kernel']:>9.2f} {r['seconds_greedy']:>9.2f} "
+        if r["index"]["index"] == "exact":
+            gflops = 2.0 * n * n * DIM / r["seconds_kernel"] / 1e9
+            speed = f"{gflops:>8.1f} ({100 * gflops * 1e9 / peak_flops:.0f}%)"
+        else:
+            speed = "-"
+        print(f"{n:>8,} {index_name(r['index']):>13} {r['seconds_kernel']:>9.2f} {r['seconds_greedy']:>9.2f} "
               f"{r['seconds_kernel'] + r['seconds_greedy']:>8.2f} {r['evaluations']:>9,} {mib(r['kernel_bytes']):>11} "
-              f"{mib(r['embeddings']):>11} {mib(r['peak_extra']):>11} {mib(r['peak']):>10} "
-              f"{gflops:>7.1f} ({100 * gflops * 1e9 / peak_flops:.0f}%)")
+              f"{mib(r['embeddings']):>11} {mib(r['peak_extra']):>11} {mib(r['peak']):>10} {r['recall']:>10.4f} "
+              f"{speed:>14}")
+    print(f"index: exact, or ivf nprobe/nlist (lists searched per query / lists); recall@10: of {RECALL_QUERIES:,} "
+          "queries' exact 10 nearest neighbours, the share the kernel holds")
     print(f"peak extra: the resident set's high-water mark ({rows[-1]['peak_from']}) above its size once the "
           "embeddings exist, i.e. what kernel and greedy add; peak RSS: the whole process (Python, torch, faiss)")
     ns = [r["n"] for r in rows]
@@ -179,9 +238,13 @@ def fl_section(args: argparse.Namespace, peak_flops: float) -> None:
         "greedy evaluations": [r["evaluations"] for r in rows],
         "peak extra memory": [max(r["peak_extra"], 1) for r in rows],
     }
-    print(f"growth per 10x of n ({ns[0]:,} -> {ns[-1]:,}; 10x = linear, 100x = quadratic):")
+    print(f"growth per 10x of n ({ns[0]:,} -> {ns[-1]:,}; 10x = linear, 31.6x = n^1.5, 100x = quadratic):")
     for name, values in growth.items():
         print(f"  {name:<20} x{per_10x(ns, values):,.1f}")
+    kinds = [index_name(r["index"]).split()[0] for r in rows]
+    if len(set(kinds)) > 1:
+        print(f"  (the index differs between sizes: {', '.join(f'{n:,} {k}' for n, k in zip(ns, kinds))}; the build "
+              "ratio compares one search with another: run --knn-index exact or ivf for one kind's growth)")
 
 
 # ------------------------------------------------------------------------------------------- streaming
@@ -250,11 +313,18 @@ def main() -> None:
                          "overhead on 64 records")
     ap.add_argument("--only", choices=list(SECTIONS), action="append", help="run only these sections (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--knn-index", choices=["auto", "exact", "ivf"], default="auto",
+                    help="the FL section's k-NN search (as the methods' knn_index param): auto (exact up to 20,000 "
+                         "points, faiss IVF above), exact or ivf (default: auto)")
+    ap.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query (default: 16)")
+    ap.add_argument("--data", choices=["clustered", "uniform"], default="clustered",
+                    help="the FL section's embeddings: a mixture of n / 100 Gaussian clusters (default), or uniformly "
+                         "random unit vectors (the worst case for an approximate index)")
     ap.add_argument("--worker", choices=["fl"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker == "fl":
-        print(json.dumps(fl_worker(args.n, args.seed)))
+        print(json.dumps(fl_worker(args.n, args.seed, args.knn_index, args.nprobe, args.data)))
         return
 
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} (other jobs share the cores when above 0)")
