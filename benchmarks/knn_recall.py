@@ -1,0 +1,104 @@
+"""The approximate k-NN index (faiss IVF) on real sentence embeddings: recall, speed and the facility-location
+selection it leads to, against the exact search.
+
+    .venv/bin/python benchmarks/knn_recall.py           # the 17,614 records of bundled:natural_instructions_v1
+    .venv/bin/python benchmarks/knn_recall.py --quick   # its first 3,000
+
+The records are embedded by the embedded all-MiniLM-L6-v2 (prompt and response, as delift-se does; cached
+per record like any run's embeddings, so a second run skips it). Each record's 10 nearest records are
+searched exactly (faiss IndexFlatIP) and with the IVF index (its default number of lists) at nprobe 4, 8,
+16 (the default) and 32. Printed for each: seconds, recall@10 over all queries (the share of the exact
+10 nearest neighbours found), the share of queries that found all 10, and what the selection makes of
+it: lazy greedy facility location (budget 10%) on the sparse (cos + 1) / 2 kernel from those neighbours,
+its picks scored on the exact kernel's objective against the exact kernel's own greedy (1.0000 = as good)
+and the share of picks in common. The same figures follow for two synthetic sets of the same size and
+dimension: the clustered mixture of benchmarks/scale.py and uniformly random unit vectors (the worst case
+for any approximate index: real embeddings lie between, nearer the first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from _common import machine
+
+from scale import BUDGET, DIM, K, embeddings
+
+NPROBES = (4, 8, 16, 32)
+QUICK = 3_000
+
+
+def real_embeddings(limit: int | None):
+    from datawinnow.backends import Embedder
+    from datawinnow.data import load
+    from datawinnow.data.record import Dataset
+    from datawinnow.kernels.embedding import embed_records
+    from datawinnow.runtime.context import Context
+
+    ds = load("bundled:natural_instructions_v1")
+    if limit is not None:
+        ds = Dataset(list(ds)[:limit])
+    t0 = time.perf_counter()
+    emb = embed_records(ds, Context(embedder=Embedder.load("minilm", device="cpu"), progress=True))
+    print(f"embedded {len(ds):,} records with all-MiniLM-L6-v2 (or read them from the cache) in "
+          f"{time.perf_counter() - t0:.0f} s")
+    return emb
+
+
+def compare(name: str, emb) -> None:
+    import numpy as np
+    import scipy.sparse as sp
+
+    from datawinnow.kernels.knn import knn, plan_index
+    from datawinnow.kernels.similarity import cosine01
+    from datawinnow.select.submodular import FacilityLocation, lazy_greedy
+
+    n = len(emb)
+    budget = max(1, int(round(BUDGET * n)))
+
+    def kernel(idx, sims):  # candidate-major, as embedding_kernel builds it
+        cols = np.repeat(np.arange(n), idx.shape[1])
+        return sp.coo_matrix((cosine01(sims.ravel()).astype(np.float32), (idx.ravel(), cols)), shape=(n, n)).tocsr()
+
+    t0 = time.perf_counter()
+    exact_idx, exact_sims = knn(emb, emb, K, index="exact")
+    t_exact = time.perf_counter() - t0
+    exact_fl = FacilityLocation(kernel(exact_idx, exact_sims), transposed=True)
+    exact_picks = lazy_greedy(exact_fl, budget).picks
+    best = exact_fl.evaluate(exact_picks)
+    print(f"\n== {name}: n = {n:,}, dim {emb.shape[1]}, k = {K}; FL budget {budget:,}")
+    print(f"{'search':>14} {'seconds':>8} {'recall@10':>10} {'all 10 found':>13} {'FL value':>9} {'same picks':>11}")
+    print(f"{'exact':>14} {t_exact:>8.2f} {1:>10.4f} {1:>13.4f} {1:>9.4f} {1:>11.4f}")
+    for nprobe in NPROBES:
+        plan = plan_index("ivf", n, n, nprobe=nprobe)
+        t0 = time.perf_counter()
+        idx, sims = knn(emb, emb, K, index="ivf", nprobe=nprobe)
+        seconds = time.perf_counter() - t0
+        hits = np.array([len(set(a) & set(b)) for a, b in zip(idx, exact_idx)])
+        picks = lazy_greedy(FacilityLocation(kernel(idx, sims), transposed=True), budget).picks
+        value = exact_fl.evaluate(picks) / best
+        same = len(set(picks) & set(exact_picks)) / budget
+        label = f"ivf {plan.nprobe}/{plan.nlist}"
+        print(f"{label:>14} {seconds:>8.2f} {hits.mean() / K:>10.4f} {np.mean(hits == K):>13.4f} {value:>9.4f} "
+              f"{same:>11.4f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help=f"the first {QUICK:,} records only")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} (other jobs share the cores when above 0)")
+    emb = real_embeddings(QUICK if args.quick else None)
+    compare("Natural Instructions v1, all-MiniLM-L6-v2 embeddings", emb)
+    for data in ("clustered", "uniform"):
+        compare(f"synthetic, {data} (dim {DIM})", embeddings(len(emb), data, args.seed))
+    print("\nivf nprobe/nlist: lists searched per query / lists; FL value: the exact kernel's objective at the picks "
+          "made on this search's kernel, over that at its own greedy's picks")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
