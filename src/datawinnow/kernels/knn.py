@@ -15,14 +15,18 @@ put back in query order. The work is about ``n_queries (nlist + nprobe n_base / 
 a pool searched against itself, against ``n^2`` exact. It is approximate: a true neighbour in a list not
 probed is missed (recall is high on clustered data, as sentence embeddings are, and lowest on uniformly
 random points, the worst case of any such index). With ``nprobe >= nlist`` every list is probed and the
-answer is the exact one. A query whose probed lists hold fewer than ``k`` points (faiss then pads with
--1) is searched again exactly, against the whole base, so every row always has ``k`` neighbours.
+answer is the exact one (up to float32 rounding between near-equal similarities). A query whose probed
+lists hold fewer than ``k`` points (faiss then pads with -1) is searched again exactly, against the whole
+base, so every row always has ``k`` neighbours. Memory: the index holds a copy of the base (``4 n_base d``
+bytes), and each query's probed lists and their scores are kept for the search (``12 nprobe`` bytes a
+query).
 
 ``index="auto"``: exact while the queries or the base number at most ``AUTO_IVF_MIN`` (the exact search
 takes seconds there, and a small side makes it cheap whatever the other), ivf above when faiss is
 installed; exact with scikit-learn.
 
-Either way the answer is (indices, similarities), best first, ties broken by the smaller base index.
+Either way the answer is (indices, similarities), best first, ties (to 6 decimals) broken by the smaller
+base index.
 """
 
 from __future__ import annotations
