@@ -79,8 +79,9 @@ def embedding_kernel(target_emb: np.ndarray, example_emb: np.ndarray, *, mode: s
 
     ``mode="sparse"``: only each target's ``k`` nearest examples are kept (a float32 CSR matrix of
     ``n_targets * k`` entries; a missing entry is similarity 0), from a k-NN search done in blocks of
-    targets (``index``, ``nprobe``: exact or approximate, as :func:`neighbours`). Dense kernels are float32, computed in blocks, in RAM up to ``memmap_bytes`` (default 1 GiB,
-    or ``$DATAWINNOW_MEMMAP_BYTES``) and a read-only memmap above it (:mod:`.memmap`).
+    targets (``index``, ``nprobe``: exact or approximate, as :func:`neighbours`). Dense kernels are float32,
+    computed in blocks, in RAM up to ``memmap_bytes`` (default 1 GiB, or ``$DATAWINNOW_MEMMAP_BYTES``) and a
+    read-only memmap above it (:mod:`.memmap`).
     """
     import scipy.sparse as sp
 
