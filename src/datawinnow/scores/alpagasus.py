@@ -74,6 +74,7 @@ class AlpagasusScorer(Scorer):
     name = "alpagasus"
     description = "Judge's accuracy rating 0-5 of (instruction, input, response) (AlpaGasus); readout=text|expected."
     defaults = {"readout": "text", "max_tokens": 32, "on_unparsable": "error"}
+    per_record = True  # the judge rates each record alone; no normalisation over the pool
 
     def score(self, dataset: Dataset, ctx: Context) -> ScoreTable:
         readout, on_bad = self.params["readout"], self.params["on_unparsable"]

@@ -62,6 +62,11 @@ class Scorer:
     defaults: ClassVar[dict[str, Any]] = {}
     param_types: ClassVar[dict[str, str]] = {}  # where a default does not tell the type (params.py)
     higher_is_better: ClassVar[bool] = True
+    # True when a record's score depends only on that record and the run's settings (model, judge, params,
+    # target data), never on the other records of the pool: then scoring the pool chunk by chunk gives the
+    # same rows as scoring it whole, and ``datawinnow score`` streams it (datawinnow.scores.stream).
+    # Anything that normalises over, clusters, samples from or compares with the pool stays False.
+    per_record: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
         from ..params import check_params  # unknown names and values of the wrong type: one ConfigError

@@ -94,6 +94,8 @@ def band_sample(labels: np.ndarray, ppl: np.ndarray, per_cluster: int, low: floa
 @SCORERS.register
 class CherryScorer(Scorer):
     name = "cherry"
+    # Not per record: the pre-experienced model is warmed up on samples picked by k-means over the whole pool.
+    per_record = False
     description = ("Cherry LLM IFD with the pre-experienced model: k-means on instruction embeddings, mid-perplexity "
                    "samples per cluster, brief LoRA fine-tune, then IFD with it.")
     defaults = {"variant": "loss_ratio", "empty_prompt": "auto", "n_clusters": "auto", "per_cluster": 10,

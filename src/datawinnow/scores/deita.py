@@ -136,6 +136,10 @@ class DeitaScorer(Scorer):
     description = ("DEITA evol score: complexity x quality (expected 1-6 ratings from digit probabilities), "
                    "summed over turns; parts: complexity, quality.")
     defaults = {"complexity_model": None, "quality_model": None, "prompt": "auto"}
+    # Per record: each turn's expected ratings from the judges, multiplied and summed; no pool-level step (the
+    # diversity filter belongs to the selection method). A complexity_model/quality_model is loaded per
+    # score() call, so a streamed run loads it once per chunk.
+    per_record = True
 
     def score(self, dataset: Dataset, ctx: Context) -> ScoreTable:
         style = self.params["prompt"]

@@ -183,6 +183,7 @@ class IFDScorer(Scorer):
     name = "ifd"
     description = "Instruction-following difficulty L(y|x)/L(y) (loss_ratio, Cherry) or exp ratio (ppl_ratio, IterIT)."
     defaults = {"variant": "loss_ratio", "empty_prompt": "auto"}
+    per_record = True  # the record's two losses under the run's model: nothing from other records
 
     def score(self, dataset: Dataset, ctx: Context) -> ScoreTable:
         variant = self.params["variant"]

@@ -16,6 +16,7 @@ class LengthScorer(Scorer):
     name = "length"
     description = "Response length in characters (unit=chars) or model tokens (unit=tokens)."
     defaults = {"unit": "chars"}
+    per_record = True  # the response's own length (tokens: by the run's tokenizer)
 
     def score(self, dataset: Dataset, ctx: Context) -> ScoreTable:
         unit = self.params["unit"]

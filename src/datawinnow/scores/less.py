@@ -195,6 +195,9 @@ def projected_gradients(dataset: Dataset, warm: WarmupResult, index: int, kind: 
 @SCORERS.register
 class LessScorer(Scorer):
     name = "less"
+    # Not per record: the influence on the target is per record, but the LoRA warm-up that makes the
+    # gradients trains on a sample of the pool, so a record's score depends on the rest of the pool.
+    per_record = False
     description = ("LESS gradient influence on --target samples: LoRA warm-up on 5% of the pool, Adam-preconditioned "
                    "projected gradients, lr-weighted over checkpoints, max over target subtasks.")
     defaults = {"warmup_size": 0.05, "epochs": 2, "lr": 2e-4, "warmup_batch_size": 4, "lora_r": 8, "lora_alpha": 32,

@@ -164,6 +164,9 @@ def rds_select(pool_emb: np.ndarray, ids: Sequence[str], budget: int, target_emb
 @SCORERS.register
 class RdsScorer(Scorer):
     name = "rds"
+    # Not per record: without --target a record is compared with the pool's mean embedding (with a target
+    # the score is per record, but a class attribute cannot depend on the run's sources).
+    per_record = False
     description = ("RDS+: max cosine similarity of the model's position-weighted mean-pooled final hidden states "
                    "to the --target samples (best over target tasks; without a target, to the pool's mean).")
     defaults: dict[str, Any] = {}

@@ -146,6 +146,10 @@ class SelectITScorer(Scorer):
     description = ("SelectIT self-reflection: certainty-weighted 1-5 rating (token), K prompts mean/(1+alpha*std) "
                    "(sentence), weighted mean over models by parameter count (model).")
     defaults = {"k": 5, "alpha": 0.2, "models": None, "weights": "params", "template": "chat"}
+    # Per record: token-, sentence- and model-level scores combine one record's own rating probabilities (the
+    # model weights come from the judges, not the pool). Scorer models named in ``models`` are loaded per
+    # score() call, so a streamed run loads them once per chunk.
+    per_record = True
 
     def score(self, dataset: Dataset, ctx: Context) -> ScoreTable:
         k, alpha = int(self.params["k"]), float(self.params["alpha"])
