@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .cache import use_cache_root
@@ -11,6 +12,7 @@ from .options import check_options, keyword_names
 from .preflight import check_output_file
 from .registry import METHODS, SCORERS
 from .scores.base import ScoreTable
+from .scores.stream import DEFAULT_CHUNK_SIZE, StreamSummary, score_stream as _score_stream
 from .runtime.context import Context
 from .select.base import Selection
 from .select.manifest import build_manifest, manifest_path, write_manifest
@@ -26,11 +28,10 @@ def _check_options(where: str, given: dict[str, Any], own: tuple[str, ...]) -> N
     check_options(where, given, own, more=Context.option_names())
 
 
-def _refuse_overwriting_input(out: Any, dataset: Dataset) -> None:
-    """``out`` must not be the file the pool was read from: writing it would destroy the pool."""
-    import os
-
-    src = dataset.path
+def _refuse_overwriting_input(out: Any, dataset: Dataset | str | None) -> None:
+    """``out`` must not be the file the pool was read from (a dataset's path, or a source path): writing it would
+    destroy the pool."""
+    src = dataset.path if isinstance(dataset, Dataset) else dataset
     if not out or not src or not os.path.exists(src):
         return
     same = os.path.realpath(out) == os.path.realpath(src) or (os.path.exists(out) and os.path.samefile(out, src))
@@ -61,6 +62,30 @@ def score(source: Any, scorer: str, *, params: dict[str, Any] | None = None, out
     if out:
         table.write_jsonl(out)
     return table
+
+
+def score_stream(source: Any, scorer: str, *, params: dict[str, Any] | None = None, out: str,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, column_map: Any = None, ctx: Context | None = None,
+                 **ctx_options: Any) -> StreamSummary:
+    """Score ``source`` chunk by chunk with a per-record scorer (``Scorer.per_record``) into ``out`` (JSONL: the
+    rows of :func:`score`, in the same order), holding one chunk of records at a time; returns a
+    :class:`StreamSummary`.
+
+    ``out`` appears only when complete; the chunks an interrupted run finished are in the score cache.
+    A scorer that is not per record is a ConfigError (use :func:`score`).
+    """
+    _check_options("datawinnow.score_stream()", ctx_options, ("params", "out", "chunk_size", "column_map", "ctx"))
+    check_output_file(out)
+    if isinstance(source, (str, os.PathLike)):
+        _refuse_overwriting_input(out, os.fspath(source))
+    instance = SCORERS.get(scorer)(**(params or {}))
+    if not instance.per_record:
+        raise ConfigError(f"scorer '{scorer}' depends on the whole pool and cannot be streamed (use score())")
+    if chunk_size < 1:
+        raise ConfigError(f"chunk size must be >= 1, got {chunk_size}")
+    context = _context(ctx, ctx_options)
+    with use_cache_root(context.cache_dir):
+        return _score_stream(source, instance, context, out, chunk_size=chunk_size, column_map=column_map)
 
 
 def select(source: Any, method: str, budget: float | int | str | None = None, *,

@@ -75,20 +75,32 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- score
 def cmd_score(args: argparse.Namespace) -> int:
-    from .api import score
+    """A per-record scorer streams the source chunk by chunk (unless --no-stream); any other scorer, or a run
+    on the Ray executor, loads the whole pool. Either way the output has the same rows in the same order."""
+    from .api import score, score_stream
     from .data import load
     from .params import parse_params
-
     from .preflight import check_output_file
+    from .registry import SCORERS
+    from .scores.stream import streams
 
     check_output_file(args.out)
-    dataset = load(args.src, column_map=args.columns)
+    params = parse_params(args.param)
     ctx = _context(args, {"target": load(args.target)} if getattr(args, "target", None) else None)
     t0 = time.perf_counter()
-    table = score(dataset, args.scorer, params=parse_params(args.param), out=args.out, ctx=ctx)
-    counts = (f" ({table.info['computed']} computed, {table.info['cached']} from cache)"
-              if "computed" in table.info and "cached" in table.info else "")
-    print(f"scored {len(table.ids)} records with {args.scorer} in {time.perf_counter() - t0:.1f} s{counts} -> {args.out}")
+    if not args.no_stream and streams(SCORERS.get(args.scorer), ctx):
+        summary = score_stream(args.src, args.scorer, params=params, out=args.out, chunk_size=args.chunk_size,
+                               column_map=args.columns, ctx=ctx)
+        n, computed, cached = summary.n, summary.computed, summary.cached
+        notes = [f"streamed in {summary.chunks} chunk{'s' * (summary.chunks != 1)}"]
+    else:
+        table = score(load(args.src, column_map=args.columns), args.scorer, params=params, out=args.out, ctx=ctx)
+        n, computed, cached = len(table.ids), table.info.get("computed"), table.info.get("cached")
+        notes = []
+    if computed is not None and cached is not None:
+        notes.insert(0, f"{computed} computed, {cached} from cache")
+    counts = f" ({'; '.join(notes)})" if notes else ""
+    print(f"scored {n} records with {args.scorer} in {time.perf_counter() - t0:.1f} s{counts} -> {args.out}")
     return 0
 
 
@@ -174,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_score.add_argument("--out", required=True, help="scores as JSONL: id, score, and the scorer's parts")
     p_score.add_argument("--target", default=None, help="target-task samples, for task-specific scorers (less, rds)")
     p_score.add_argument("--columns", default=None, help="column map (JSON file or inline JSON) for sources with other column names")
+    p_score.add_argument("--chunk-size", type=int, default=4096, metavar="N",
+                         help="records per chunk when streaming: a per-record scorer (length, ifd, alpagasus, deita, "
+                              "selectit) on the local executor reads and scores the source N records at a time, "
+                              "never holding the whole pool; the others (and --executor ray) load the whole pool")
+    p_score.add_argument("--no-stream", action="store_true",
+                         help="load the whole pool even for a per-record scorer (the same rows, in the same order)")
     add_runtime_options(p_score, include=MODEL_FLAGS + JUDGE_FLAGS + EXECUTOR_FLAGS)
     p_score.set_defaults(func=cmd_score)
 
