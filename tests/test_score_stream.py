@@ -118,7 +118,7 @@ def test_cli_streams_per_record_scorers_and_not_the_others(tmp_path, tiny_model_
     _write_pool(src, 10)
     assert main(["score", str(src), "--scorer", "length", "--out", str(tmp_path / "a.jsonl"), "--chunk-size", "4",
                  "--quiet"]) == 0
-    assert "(streamed in 3 chunks)" in capsys.readouterr().out
+    assert "a.jsonl, streamed in 3 chunks of up to 4 records" in capsys.readouterr().out
     assert main(["score", str(src), "--scorer", "length", "--out", str(tmp_path / "b.jsonl"), "--no-stream",
                  "--quiet"]) == 0
     assert "streamed" not in capsys.readouterr().out

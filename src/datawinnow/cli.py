@@ -92,15 +92,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         summary = score_stream(args.src, args.scorer, params=params, out=args.out, chunk_size=args.chunk_size,
                                column_map=args.columns, ctx=ctx)
         n, computed, cached = summary.n, summary.computed, summary.cached
-        notes = [f"streamed in {summary.chunks} chunk{'s' * (summary.chunks != 1)}"]
+        how = f", streamed in {summary.chunks} chunk{'s' * (summary.chunks != 1)} of up to {args.chunk_size} records"
     else:
         table = score(load(args.src, column_map=args.columns), args.scorer, params=params, out=args.out, ctx=ctx)
         n, computed, cached = len(table.ids), table.info.get("computed"), table.info.get("cached")
-        notes = []
-    if computed is not None and cached is not None:
-        notes.insert(0, f"{computed} computed, {cached} from cache")
-    counts = f" ({'; '.join(notes)})" if notes else ""
-    print(f"scored {n} records with {args.scorer} in {time.perf_counter() - t0:.1f} s{counts} -> {args.out}")
+        how = ""
+    counts = f" ({computed} computed, {cached} from cache)" if computed is not None and cached is not None else ""
+    print(f"scored {n} records with {args.scorer} in {time.perf_counter() - t0:.1f} s{counts} -> {args.out}{how}")
     return 0
 
 
