@@ -13,13 +13,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale import per_10x  # noqa: E402
+from scale import per_10x, recall  # noqa: E402
 
 
 def test_growth_per_10x_of_n():
     assert per_10x([10, 100], [3.0, 30.0]) == pytest.approx(10.0)  # linear
     assert per_10x([1_000, 100_000], [1.0, 10_000.0]) == pytest.approx(100.0)  # quadratic
     assert per_10x([10_000, 50_000, 100_000], [2.0, 9.0, 20.0]) == pytest.approx(10.0)  # first to last only
+
+
+def test_recall_counts_ties_and_ids():
+    import numpy as np
+
+    exact_idx, exact_sims = np.array([[0, 1, 2], [3, 4, 5]]), np.array([[.9, .8, .7], [.6, .5, .4]])
+    # query 0: 5 found in place of 2, exactly as similar (a near-duplicate); query 1: 7 (.3) in place of 5 (.4)
+    found_idx, found_sims = [np.array([0, 1, 5]), np.array([3, 4, 7])], [np.array([.9, .8, .7]), np.array([.6, .5, .3])]
+    with_ties, by_id = recall(found_idx, found_sims, exact_idx, exact_sims)
+    assert with_ties == pytest.approx((3 / 3 + 2 / 3) / 2) and by_id == pytest.approx(2 / 3)
 
 
 def test_quick_run_prints_every_figure(tmp_path):
