@@ -15,9 +15,9 @@ searched per query: about n^1.5 d).
 The embeddings (--data): clustered (the default) is a seeded mixture of n / 100 Gaussian clusters around
 random unit centres, each point its centre plus noise of norm 0.75-1.75 (drawn per cluster), normalised:
 cosine about 0.25-0.65 to the points of its cluster and about 0 to the rest. Real sentence embeddings are
-clustered like this; uniformly random unit vectors (--data uniform) are the worst case for any
-approximate index (every point's neighbours are barely nearer than the rest) and the recall printed
-for them is the floor, not the typical figure.
+clustered too, less cleanly (benchmarks/knn_recall.py measures the recall on real ones); uniformly random
+unit vectors (--data uniform) are the worst case for any approximate index (every point's neighbours are
+barely nearer than the rest) and the recall printed for them is the floor, not the typical figure.
 
 Each size runs in a fresh subprocess, which reports the time of the kernel build (the k-NN search and
 the CSR matrix) and of the greedy and its peak memory: the resident-set high-water mark (VmHWM, reset
@@ -27,9 +27,9 @@ is printed beside it. Then, outside the measurement, recall@10: for 1,000 seeded
 below 1,000 points), the share of their exact 10 nearest neighbours (an exact search for just those
 queries) that the kernel's search found (1 for the exact search); a neighbour found in place of one that
 is exactly as similar (within 1e-6: a near-duplicate, as real pools hold) counts, and "by id" is the
-share of the very same indices (the two differ only where there are such ties; see recall()). Growth ratios are per 10x of n (from
-the smallest to the largest size, as 10 ** slope on log-log axes): 10x is linear, 31.6x n^1.5, 100x
-quadratic. An exact search's speed is printed as achieved GFLOP/s against the fp32 matmul peak measured
+share of the very same indices (the two differ only where there are such ties; see recall()). Growth
+ratios are per 10x of n (from the smallest to the largest size, as 10 ** slope on log-log axes): 10x is
+linear, 31.6x n^1.5, 100x quadratic. An exact search's speed is printed as achieved GFLOP/s against the fp32 matmul peak measured
 in the same run.
 
 Streaming: a JSON-lines file of synthetic alpaca records is written to a temporary folder, then
@@ -227,7 +227,8 @@ def fl_section(args: argparse.Namespace, peak_flops: float) -> None:
           f"one subprocess per n; k-NN index {args.knn_index} (nprobe {args.nprobe})")
     if args.data == "clustered":
         print(f"embeddings: clustered, n / {POINTS_PER_CLUSTER} Gaussian clusters (noise norm {SPREAD[0]}-{SPREAD[1]}, "
-              "normalised), as real sentence embeddings are; --data uniform is the worst case for an approximate index")
+              "normalised): real sentence embeddings are clustered too, less cleanly; --data uniform is the worst case for "
+              "an approximate index")
     else:
         print("embeddings: uniformly random unit vectors, the WORST case for an approximate index (real sentence "
               "embeddings are clustered: --data clustered)")
