@@ -85,6 +85,22 @@ def test_constructed_case_signs_and_verdicts():
     assert set(agg["suite_verdicts"]) == {"arc_easy", "generation"}
 
 
+def test_methods_held_together_widen_each_interval_bonferroni():
+    from datawinnow.experiments.stats import family_level
+
+    assert family_level(0.95, 7) == pytest.approx(1 - 0.05 / 7)  # 99.29% each: all seven hold at 95%
+    assert family_level(0.95, 1) == pytest.approx(0.95)
+    res = make_results(effects={"better": 0.12, "equal": 0.0, "worse": -0.12}, n_items=300, seed=3)
+    st = compute_stats(res, n_boot=2000, seed=0)
+    for m in st["methods"]:
+        assert m["family_level"] == pytest.approx(1 - 0.05 / 3)
+        assert m["family_ci_low"] <= m["ci_low"] and m["family_ci_high"] >= m["ci_high"]
+        assert "held together (Bonferroni" in m["line"]
+    # a verdict that survives the wider interval keeps its sign; an 'equal' method never turns better or worse
+    fam = {m["method"]: m["family_verdict"] for m in st["methods"]}
+    assert fam["equal"] == SAME and fam["better"] in (BETTER, SAME) and fam["worse"] in (WORSE, SAME)
+
+
 def _simulate(rng, n, km, kr, delta, item_sd=1.0, seed_sd=0.03, noise_sd=1.0):
     a = rng.normal(0, item_sd, n)  # item difficulty, shared by every cell (paired items)
     xm = a + delta + rng.normal(0, seed_sd, (km, 1)) + rng.normal(0, noise_sd, (km, n))

@@ -118,16 +118,20 @@ def verdict_table(stats: dict[str, Any]) -> Table:
         row: list[Any] = [m["method"], m["verdict"], Num(m["diff"], _signed, "methods", key, "diff"),
                           Num(m["ci_low"], _signed, "methods", key, "ci_low"),
                           Num(m["ci_high"], _signed, "methods", key, "ci_high")]
+        row.append(m.get("family_verdict", m["verdict"]))
         for b in budgets:
             a = agg.get((m["method"], b))
             row.append("-" if a is None else a["verdict"])
         rows.append(row)
     level = int(round(stats["settings"]["level"] * 100))
+    n = len(stats["methods"])
     return Table("Verdict per method", ["method", "verdict (all budgets, all suites)", "difference",
-                                        f"{level}% CI low", f"{level}% CI high"]
+                                        f"{level}% CI low", f"{level}% CI high", f"verdict, {n} methods held together"]
                  + [f"at {fmt_budget(b)}" for b in budgets], rows,
                  "Difference: method minus random, in item-score standard deviations, averaged over suites and "
-                 "budgets; better/worse only when the whole confidence interval is above/below 0.")
+                 "budgets; better/worse only when the whole confidence interval is above/below 0. Held together: "
+                 f"each method's interval at the Bonferroni level for {n} methods, so that all of them hold at "
+                 f"{level}% together (with many methods, one {level}% interval clears 0 by chance alone now and then).")
 
 
 def aggregate_table(stats: dict[str, Any]) -> Table:
