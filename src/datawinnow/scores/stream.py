@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cache import mkstemp_umask
+from ..cache import atomic_open
 from ..data.stream import RecordStream
 from ..runtime.context import Context
 from ..runtime.progress import progress_bar
@@ -64,15 +64,13 @@ def score_stream(source: Any, scorer: Scorer, ctx: Context, out: str | os.PathLi
     t0 = time.perf_counter()
     stream = RecordStream(source, column_map=column_map, chunk_size=chunk_size)
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp_umask(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n = chunks = 0
     computed: int | None = None
     cached: int | None = None
     bar = None
     show, ctx.progress = ctx.progress, False
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:
             for chunk in stream.chunks():
                 table = scorer.score(chunk, ctx)
                 fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in table.rows()))
@@ -81,13 +79,6 @@ def score_stream(source: Any, scorer: Scorer, ctx: Context, out: str | os.PathLi
                     computed = (computed or 0) + int(table.info["computed"])
                     cached = (cached or 0) + int(table.info["cached"])
                 bar = _advance(bar, stream.meter, scorer.name, show)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         ctx.progress = show
         if bar is not None:
