@@ -139,6 +139,27 @@ def describe_peak(lm=None, *, dtype: torch.dtype | None = None, device: torch.de
     return peak
 
 
+def time_paths(lm, paths: dict, rounds: int) -> tuple[dict, dict, dict, dict]:
+    """Each of ``paths`` (label -> a no-argument callable running one whole pass) timed as the best of
+    ``rounds`` alternated rounds, with the FLOPs of that best pass, its last result and the backbone's
+    padding counts of its last pass: (best seconds, flops, results, padding), each keyed by label."""
+    best: dict = {}
+    flops: dict = {}
+    results: dict = {}
+    padding: dict = {}
+    for _ in range(rounds):
+        for label, run in paths.items():
+            lm.padding.update(real=0, computed=0)
+            with FlopCounter(lm) as fc:
+                t0 = time.perf_counter()
+                out = run()
+                s = time.perf_counter() - t0
+            if s < best.get(label, float("inf")):
+                best[label], flops[label] = s, fc.flops
+            results[label], padding[label] = out, dict(lm.padding)
+    return best, flops, results, padding
+
+
 def flops_line(flops: float, seconds: float, peak: float) -> str:
     """'X GFLOP/s, Y% of peak' for ``flops`` done in ``seconds``."""
     rate = flops / seconds if seconds > 0 else 0.0

@@ -34,7 +34,8 @@ import time
 
 import numpy as np
 
-from _common import FlopCounter, add_model_options, describe_model, describe_peak, flops_line, load_lm
+from _common import (FlopCounter, add_model_options, describe_model, describe_peak, flops_line, load_lm,
+                     time_paths)
 
 
 def run_regime(name: str, lm, ds, args, peak: float) -> None:
@@ -50,20 +51,10 @@ def run_regime(name: str, lm, ds, args, peak: float) -> None:
              "previous": dict(per_example=True, batch_size=args.batch_size)}
     for kw in paths.values():  # warm-up, outside the timings
         utility_kernel(lm, ds[:4], examples[:2], use_cache=False, progress=False, **kw)
-    best: dict[str, float] = {}
-    flops: dict[str, float] = {}
-    mats: dict[str, np.ndarray] = {}
-    pads: dict[str, dict] = {}
-    for _ in range(args.rounds):
-        for label, kw in paths.items():
-            lm.padding.update(real=0, computed=0)
-            with FlopCounter(lm) as fc:
-                t0 = time.perf_counter()
-                k = utility_kernel(lm, ds, examples, use_cache=False, progress=False, **kw)
-                s = time.perf_counter() - t0
-            if s < best.get(label, float("inf")):
-                best[label], flops[label] = s, fc.flops
-            mats[label], pads[label] = np.asarray(k.matrix), dict(lm.padding)
+    runs = {label: (lambda kw=kw: np.asarray(utility_kernel(lm, ds, examples, use_cache=False, progress=False,
+                                                             **kw).matrix))
+            for label, kw in paths.items()}
+    best, flops, mats, pads = time_paths(lm, runs, args.rounds)
     pairs = len(ds) * len(examples)
     for label in paths:
         extra = pads[label]["computed"] - pads[label]["real"]

@@ -30,7 +30,8 @@ import time
 import numpy as np
 import torch
 
-from _common import FlopCounter, add_model_options, describe_model, describe_peak, flops_line, load_lm
+from _common import (FlopCounter, add_model_options, describe_model, describe_peak, flops_line, load_lm,
+                     time_paths)
 
 
 def naive_ifd(lm, pairs_c, pairs_u) -> tuple[np.ndarray, float]:
@@ -70,20 +71,9 @@ def run_regime(name: str, lm, ds, args, peak: float, *, batch_tokens) -> None:
             "token budget": Context(model=lm, batch_tokens=batch_tokens, progress=False, use_cache=False)}
     for ctx in ctxs.values():  # warm-up (allocator, kernels), outside the timings
         datawinnow.score(ds[:16], "ifd", params=params, ctx=ctx)
-    best: dict[str, float] = {}
-    flops: dict[str, float] = {}
-    scores: dict[str, np.ndarray] = {}
-    padding: dict[str, dict] = {}
-    for _ in range(args.rounds):
-        for label, ctx in ctxs.items():
-            lm.padding.update(real=0, computed=0)
-            with FlopCounter(lm) as fc:
-                t0 = time.perf_counter()
-                table = datawinnow.score(ds, "ifd", params=params, ctx=ctx)
-                s = time.perf_counter() - t0
-            if s < best.get(label, float("inf")):
-                best[label], flops[label] = s, fc.flops
-            scores[label], padding[label] = np.asarray(table.score), dict(lm.padding)
+    runs = {label: (lambda ctx=ctx: np.asarray(datawinnow.score(ds, "ifd", params=params, ctx=ctx).score))
+            for label, ctx in ctxs.items()}
+    best, flops, scores, padding = time_paths(lm, runs, args.rounds)
     for label in ctxs:
         pad = padding[label]
         extra = pad["computed"] - pad["real"]
