@@ -63,7 +63,7 @@ def test_compaction_keeps_rows(tmp_path):
     store.put([{"id": "a", "_key": "1", "v": 1}])
     store.put([{"id": "b", "_key": "2", "v": 2}])
     store.compact()
-    assert [p.name for p in sorted(store.dir.iterdir())] == ["meta.json", "scores.jsonl"]
+    assert [p.name for p in sorted(store.dir.iterdir())] == [".lock", "meta.json", "scores.jsonl"]
     fresh = ScoreStore("x", {}, None, root=tmp_path)
     assert fresh.lookup("a", "1")["v"] == 1 and fresh.lookup("b", "2")["v"] == 2
 

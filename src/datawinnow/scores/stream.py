@@ -9,7 +9,9 @@ from the same computations (a model scorer batches a chunk's records with each o
 batches a fresh fp32 score may differ from the whole-pool one in its last bits). An interrupted or failed
 run leaves ``out`` as it was (no partial file), and the chunks it finished are in the score cache, where a
 rerun finds them. What the stream keeps per record is the id (``load``'s repeat rule), and a model
-scorer's score store holds its cached rows (small numbers per record) in memory as before.
+scorer's score store holds its cached rows (small numbers per record) in memory for the whole run
+(:func:`~datawinnow.cache.keep_stores_loaded`): each chunk finds them loaded, so the store is read once
+and written O(n) rows in all (geometric compaction), not once per chunk.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cache import atomic_open
+from ..cache import atomic_open, keep_stores_loaded
 from ..data.stream import RecordStream
 from ..runtime.context import Context
 from ..runtime.progress import progress_bar
@@ -70,7 +72,7 @@ def score_stream(source: Any, scorer: Scorer, ctx: Context, out: str | os.PathLi
     bar = None
     show, ctx.progress = ctx.progress, False
     try:
-        with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:
+        with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh, keep_stores_loaded():
             for chunk in stream.chunks():
                 table = scorer.score(chunk, ctx)
                 fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in table.rows()))
