@@ -1,7 +1,9 @@
-"""Large pools: facility-location selection on a sparse k-NN kernel, and streaming a large file through `data convert`.
+"""Large pools: facility-location selection on a sparse k-NN kernel, streaming a large file through `data convert`,
+and the score store under streamed scoring.
 
-    .venv/bin/python benchmarks/scale.py            # FL at n = 10k, 50k, 100k; convert 1M records; Ray on 256
-    .venv/bin/python benchmarks/scale.py --quick    # FL at n = 1k, 10k; convert 20k records; Ray on 64
+    .venv/bin/python benchmarks/scale.py            # FL at n = 10k, 50k, 100k; convert 1M records; store 200k; Ray on 256
+    .venv/bin/python benchmarks/scale.py --quick    # FL at n = 1k, 10k; convert 20k records; store 20k; Ray on 64
+    .venv/bin/python benchmarks/scale.py --only store   # streamed scoring's score store alone (under a minute)
     .venv/bin/python benchmarks/scale.py --only fl --knn-index ivf --data uniform   # the ANN's worst case
 
 Sparse FL (what delift-se does with --param kernel=sparse --param k=10, from the embeddings on): unit
@@ -39,6 +41,16 @@ and the peak RSS of that process (ru_maxrss from wait4), and both again above th
 the whole-file path (`load()` then `write()`: every record in memory at once) against the streamed
 `datawinnow.data.convert()`, each in a subprocess with the same imports.
 
+Score store: streamed scoring's cache I/O. The records of such a file, in chunks of 4,096, go through
+the cached runner (`run_cached`) one chunk at a time, as `datawinnow score` does for a per-record scorer,
+with a cheap computation (character and word counts) in batches of 64 records (one part file each), so
+that the store's own costs show: per chunk, opening the store and compacting it. Printed for the store as
+it is (the process index in a keep_stores_loaded block, geometric compaction) and, in the same run, for a
+baseline in which every chunk reads the store whole and rewrites it whole (what a chunk cost before; the
+store then read it twice): seconds, the mean time of a chunk in the first and in the last quarter of the
+chunks (flat when the cost per chunk does not grow with what the store holds), rows and MiB the store
+read, rows compaction wrote.
+
 Ray: the Ray executor's overhead against the local executor on the same pool (IFD, tiny model; see
 benchmarks/ray_overhead.py, which also runs on its own).
 """
@@ -63,6 +75,7 @@ POINTS_PER_CLUSTER, SPREAD = 100, (0.75, 1.75)  # --data clustered: n / 100 clus
 RECALL_QUERIES = 1_000
 TIE = 1e-6  # recall: similarities this close are a tie (float32 rounding differs between search kernels)
 CONVERT_RECORDS, CONVERT_QUICK = 1_000_000, 20_000
+STORE_RECORDS, STORE_QUICK, STORE_CHUNK, STORE_BATCH = 200_000, 20_000, 4096, 64
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -325,16 +338,104 @@ def convert_section(args: argparse.Namespace) -> None:
               f"{mib(w_m)} ({s_m / w_m:.2f}x); same output: {'yes' if same else 'NO'}")
 
 
+# ------------------------------------------------------------------------------------------- score store
+def counted_store_reads(cache) -> dict[str, int]:
+    """Wrap the store's one reader (``cache.read_rows``; the caller puts it back) to count the rows and bytes
+    it reads."""
+    seen = {"rows": 0, "bytes": 0}
+    real = cache.read_rows
+
+    def counting(path):
+        rows = real(path)
+        seen["rows"] += len(rows)
+        seen["bytes"] += path.stat().st_size if path.exists() else 0
+        return rows
+
+    cache.read_rows = counting
+    return seen
+
+
+def stream_through_store(src: Path, cache_dir: Path, *, reread: bool) -> dict:
+    """Every chunk of ``src`` through ``run_cached`` with a cheap computation; per-chunk seconds and store I/O.
+    ``reread``: the baseline (the index forgotten before every chunk, every compaction forced)."""
+    from datawinnow import cache
+    from datawinnow.data.stream import RecordStream
+    from datawinnow.runtime.context import Context
+    from datawinnow.runtime.runner import run_cached, sequential_plan
+
+    def compute(records):
+        return [{"chars": len(r.output), "words": len(r.output.split())} for r in records]
+
+    reads, written = counted_store_reads(cache), []
+    real_compact = cache.ScoreStore.compact
+
+    def compact(store, force=False):
+        written.append(real_compact(store, force or reread))
+        return written[-1]
+
+    cache.ScoreStore.compact = compact
+    ctx = Context(progress=False, cache_dir=str(cache_dir))
+    times = []
+    try:
+        with cache.keep_stores_loaded():
+            for chunk in RecordStream(str(src), chunk_size=STORE_CHUNK).chunks():
+                if reread:
+                    cache.clear_store_index()
+                t0 = time.perf_counter()
+                run_cached(chunk, scorer="bench-counts", params={}, identity=None, compute=compute,
+                           plan=sequential_plan(STORE_BATCH), ctx=ctx)
+                times.append(time.perf_counter() - t0)
+        io = dict(reads)
+        cache.clear_store_index()  # what a new process finds
+        store = cache.ScoreStore("bench-counts", {}, None, root=cache_dir)
+        found, parts = len(store), len(list(store.dir.glob("part-*.jsonl")))
+    finally:
+        cache.ScoreStore.compact = real_compact
+    return {"times": times, "reads": io, "written": sum(written), "found": found, "parts": parts}
+
+
+def store_section(args: argparse.Namespace) -> None:
+    from datawinnow import cache
+
+    n = STORE_QUICK if args.quick else STORE_RECORDS
+    real_read = cache.read_rows
+    with tempfile.TemporaryDirectory(prefix="dw-bench-store-") as tmp:
+        src = Path(tmp) / "pool.jsonl"
+        write_pool(src, n, args.seed)
+        chunks = math.ceil(n / STORE_CHUNK)
+        print(f"\n== streamed scoring's score store: {n:,} records in {chunks} chunks of {STORE_CHUNK:,}, batches of "
+              f"{STORE_BATCH} (one part file each), a cheap computation per record")
+        print(f"{'':<34} {'seconds':>8} {'first q.':>9} {'last q.':>9} {'rows read':>10} {'MiB read':>9} "
+              f"{'rows written':>13} {'parts left':>10}")
+        got = {}
+        for key, name, reread in (("index", "process index, geometric", False),
+                                  ("reread", "whole read + rewrite per chunk", True)):
+            try:
+                run = stream_through_store(src, Path(tmp) / key, reread=reread)
+            finally:
+                cache.read_rows = real_read
+            times, q = run["times"], max(1, len(run["times"]) // 4)
+            first, last = sum(times[:q]) / q, sum(times[-q:]) / q
+            got[key] = (sum(times), first, last)
+            assert run["found"] == n, (key, run["found"])
+            print(f"{name:<34} {sum(times):>8.2f} {first:>9.3f} {last:>9.3f} {run['reads']['rows']:>10,} "
+                  f"{run['reads']['bytes'] / 2**20:>9.1f} {run['written']:>13,} {run['parts']:>10}")
+        (t_i, f_i, l_i), (t_r, f_r, l_r) = got["index"], got["reread"]
+        print(f"last/first quarter's chunk time: {l_i / f_i:.2f}x with the index, {l_r / f_r:.2f}x re-reading; "
+              f"the index at {t_r / t_i:.2f}x the baseline's speed; every record found by a new process in both")
+
+
 # ------------------------------------------------------------------------------------------- main
 SECTIONS = {"fl": "facility location on a sparse kernel", "convert": "streaming data convert",
+            "store": "streamed scoring's score store: cost per chunk and I/O",
             "ray": "the Ray executor's overhead against local (benchmarks/ray_overhead.py)"}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help=f"FL at n = {', '.join(map(str, FL_QUICK))}; convert {CONVERT_QUICK:,} records; Ray "
-                         "overhead on 64 records")
+                    help=f"FL at n = {', '.join(map(str, FL_QUICK))}; convert {CONVERT_QUICK:,} records; the score "
+                         f"store on {STORE_QUICK:,}; Ray overhead on 64 records")
     ap.add_argument("--only", choices=list(SECTIONS), action="append", help="run only these sections (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--knn-index", choices=["auto", "exact", "ivf"], default="auto",
@@ -361,6 +462,8 @@ def main() -> None:
         fl_section(args, peak)
     if "convert" in sections:
         convert_section(args)
+    if "store" in sections:
+        store_section(args)
     if "ray" in sections:
         from ray_overhead import QUICK, RECORDS, ray_section
 

@@ -1,5 +1,6 @@
 """benchmarks/scale.py: the growth ratio per 10x of n, and a smoke run of its --quick FL and streaming sections
-(FL at 1k and 10k on the IVF index, convert 20k; the Ray section has tests of its own)."""
+(FL at 1k and 10k on the IVF index, convert 20k) and of its score-store section (20k records; the Ray section has
+tests of its own)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,13 @@ def test_quick_run_prints_every_figure(tmp_path):
                  "lazy greedy time", "peak extra memory", "datawinnow data convert", "load() + write() (whole)",
                  "same output: yes"):
         assert line in out, line
+
+
+def test_quick_store_section_prints_flat_and_baseline_figures(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick", "--only", "store"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for line in ("20,000 records in 5 chunks of 4,096", "process index, geometric", "whole read + rewrite per chunk",
+                 "last/first quarter's chunk time:", "every record found by a new process in both"):
+        assert line in run.stdout, line
