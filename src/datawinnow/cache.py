@@ -12,13 +12,15 @@ block, else ``$DATAWINNOW_CACHE``, else ``~/.cache/datawinnow``)::
 
 A batch's rows become visible only when its part file is renamed into place, so a run killed at
 any point loses at most the batch in flight; the next run reads every part and computes only what
-is missing. A process reads a store's folder once (:class:`ScoreStore` instances on one folder share
-its rows) and then only what changed: part files it has not seen, or everything again when another
-process replaced ``scores.jsonl``. Compaction is geometric (:meth:`ScoreStore.compact`), so a pool
-scored in many small runs (the chunks of streamed scoring) costs O(n) reads and writes in all. Each row carries the record's content key too, so an edited record is rescored even
+is missing. Each row carries the record's content key too, so an edited record is rescored even
 when its id stays the same. A file damaged some other way (a disk that filled up, a copy cut
 short) is never taken for complete: an unterminated or unreadable line is skipped, and its
 records are computed again.
+
+A process reads a store's folder once (:class:`ScoreStore` instances on one folder share its rows)
+and then only what changed: part files it has not seen, or everything again when another process
+replaced ``scores.jsonl``. Compaction is geometric (:meth:`ScoreStore.compact`), so a pool scored in
+many small runs (the chunks of streamed scoring) costs O(n) reads and writes in all.
 
 Files are created with the permissions the umask gives (``0o666 & ~umask``), like any other
 file the user writes, not the 0600 of a bare temporary file.
@@ -416,9 +418,10 @@ class ScoreStore:
     at least ``id``; ``lookup`` returns the cached row for a record or None. Rows handed out are shared
     with every other store on the folder in this process: read them, never change them.
 
-    The rows are loaded once per process (:class:`_StoreIndex`): a store opened on a folder that is
-    already loaded reads only the part files it has not seen (batches of other processes or Ray actors),
-    or the whole folder again when ``scores.jsonl`` was replaced (another process compacted it).
+    The rows are loaded once per process: a store opened on a folder that is already loaded (another
+    store on it is in use, a :func:`keep_stores_loaded` block holds it, or it was used lately and is
+    small) reads only the part files it has not seen (batches of other processes or Ray actors), or the
+    whole folder again when ``scores.jsonl`` was replaced (another process compacted it).
     """
 
     def __init__(self, scorer: str, params: dict[str, Any], model_identity: str | None, root: Path | None = None):
