@@ -1,7 +1,7 @@
 """Large pools: facility-location selection on a sparse k-NN kernel, streaming a large file through `data convert`,
 and the score store under streamed scoring.
 
-    .venv/bin/python benchmarks/scale.py            # FL at n = 10k, 50k, 100k; convert 1M records; store 200k; Ray 256
+    .venv/bin/python benchmarks/scale.py            # FL at n = 10k, 50k, 100k; convert 1M; store 200k; Ray on 256
     .venv/bin/python benchmarks/scale.py --quick    # FL at n = 1k, 10k; convert 20k records; store 20k; Ray on 64
     .venv/bin/python benchmarks/scale.py --only store   # streamed scoring's score store alone (under a minute)
     .venv/bin/python benchmarks/scale.py --only fl --knn-index ivf --data uniform   # the ANN's worst case
