@@ -2,7 +2,7 @@
 
 ``dtype auto`` picks bf16 on CUDA and on CPUs with AVX512-BF16/AMX. The backbone then runs in bf16;
 the LM head and the log-softmax run in float32 whatever the dtype (``Fp32Head``). This script scores
-the same records with SmolLM2-135M-Instruct loaded in fp32 and in bf16 and prints the Spearman
+the same records with one model (`--model`: a local folder; default the embedded SmolLM2-135M-Instruct) loaded in fp32 and in bf16 and prints the Spearman
 rank correlation of the bf16 scores against the fp32 ones (target >= 0.995), for
 
 - IFD (``loss_ratio`` with the ``bare`` empty prompt, the default, and ``ppl_ratio`` on the same
@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 import torch
+
+from _common import add_model_options, describe_model
 
 
 @contextlib.contextmanager
@@ -117,6 +119,7 @@ def main() -> None:
     ap.add_argument("--parts", default="ifd,delift,cost",
                     help="comma-separated: ifd, delift, cost (bf16 IFD time with the float32 head against the bf16 head)")
     ap.add_argument("--quick", action="store_true", help="48 records, a 10 x 10 kernel")
+    add_model_options(ap, tiny=False)
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     if args.quick:
@@ -127,10 +130,10 @@ def main() -> None:
 
     ds = datawinnow.load("bundled:alpaca_en_demo")[: args.n]
     recs = list(datawinnow.load("bundled:alpaca_en_demo")[: args.kernel_n])
-    fp32 = CausalLM.load("smollm2", device="cpu", dtype="fp32", max_length=args.max_length)
-    bf16 = CausalLM.load("smollm2", device="cpu", dtype="bf16", max_length=args.max_length)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; SmolLM2-135M-"
-          f"Instruct, max length {args.max_length}; IFD on {len(ds)} records, DELIFT on a {len(recs)} x {len(recs)} "
+    fp32 = CausalLM.load(args.model, device="cpu", dtype="fp32", max_length=args.max_length)
+    bf16 = CausalLM.load(args.model, device="cpu", dtype="bf16", max_length=args.max_length)
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
+          f"{describe_model(fp32)}, max length {args.max_length}; IFD on {len(ds)} records, DELIFT on a {len(recs)} x {len(recs)} "
           "kernel", flush=True)
 
     if "ifd" in parts:
