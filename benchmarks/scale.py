@@ -10,9 +10,11 @@ Sparse FL (what delift-se does with --param kernel=sparse --param k=10, from the
 embeddings of dimension 384 (as all-MiniLM-L6-v2 gives), the candidate-major (cos + 1) / 2 kernel of
 each point's k = 10 nearest neighbours (CSR float32), then lazy greedy facility location with a budget
 of 10% of n. The neighbours come from the k-NN search that --knn-index names, as the methods' knn_index
-param does: auto (the default: exact up to 20,000 points, faiss IVF above), exact (faiss IndexFlatIP in
-blocks of queries: n^2 d multiply-adds) or ivf (approximate: about 4 sqrt(n) lists, --nprobe of them
-searched per query: about n^1.5 d).
+param does: auto (the default: exact up to 20,000 points, lists above), exact (faiss IndexFlatIP in
+blocks of queries: n^2 d multiply-adds), ivf (approximate: about 4 sqrt(n) lists, --nprobe of them
+searched per query: about n^1.5 d) or lists (approximate, numpy: n / 100 k-means lists, --nprobe of them
+searched per query list by list with matrix products: n * nprobe * 100 d for the scans, n^2 / 100 d for
+the centre scores).
 
 The embeddings (--data): clustered (the default) is a seeded mixture of n / 100 Gaussian clusters around
 random unit centres, each point its centre plus noise of norm 0.75-1.75 (drawn per cluster), normalised:
@@ -231,7 +233,7 @@ def fl_worker(n: int, seed: int, index: str, nprobe: int, data: str) -> dict:
 
 
 def index_name(plan: dict) -> str:
-    return "exact" if plan["index"] == "exact" else f"ivf {plan['nprobe']}/{plan['nlist']}"
+    return "exact" if plan["index"] == "exact" else f"{plan['index']} {plan['nprobe']}/{plan['nlist']}"
 
 
 def fl_section(args: argparse.Namespace, peak_flops: float) -> None:
@@ -262,7 +264,7 @@ def fl_section(args: argparse.Namespace, peak_flops: float) -> None:
               f"{r['seconds_kernel'] + r['seconds_greedy']:>8.2f} {r['evaluations']:>9,} {mib(r['kernel_bytes']):>11} "
               f"{mib(r['embeddings']):>11} {mib(r['peak_extra']):>11} {mib(r['peak']):>10} {r['recall']:>10.4f} {r['recall_by_id']:>7.4f} "
               f"{speed:>14}")
-    print(f"index: exact, or ivf nprobe/nlist (lists searched per query / lists); recall@10: of {RECALL_QUERIES:,} "
+    print(f"index: exact, or ivf/lists nprobe/nlist (lists searched per query / lists); recall@10: of {RECALL_QUERIES:,} "
           f"queries' exact 10 nearest neighbours, the share the kernel holds (ties within {TIE:g} count; by id: "
           "the same indices)")
     print(f"peak extra: the resident set's high-water mark ({rows[-1]['peak_from']}) above its size once the "
@@ -281,7 +283,7 @@ def fl_section(args: argparse.Namespace, peak_flops: float) -> None:
     kinds = [index_name(r["index"]).split()[0] for r in rows]
     if len(set(kinds)) > 1:
         print(f"  (the index differs between sizes: {', '.join(f'{n:,} {k}' for n, k in zip(ns, kinds))}; the build "
-              "ratio compares one search with another: run --knn-index exact or ivf for one kind's growth)")
+              "ratio compares one search with another: run --knn-index exact, ivf or lists for one kind's growth)")
 
 
 # ------------------------------------------------------------------------------------------- streaming
@@ -438,10 +440,10 @@ def main() -> None:
                          f"store on {STORE_QUICK:,}; Ray overhead on 64 records")
     ap.add_argument("--only", choices=list(SECTIONS), action="append", help="run only these sections (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--knn-index", choices=["auto", "exact", "ivf"], default="auto",
+    ap.add_argument("--knn-index", choices=["auto", "exact", "ivf", "lists"], default="auto",
                     help="the FL section's k-NN search (as the methods' knn_index param): auto (exact up to 20,000 "
-                         "points, faiss IVF above), exact or ivf (default: auto)")
-    ap.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query (default: 16)")
+                         "points, lists above), exact, ivf or lists (default: auto)")
+    ap.add_argument("--nprobe", type=int, default=16, help="ivf/lists: lists searched per query (default: 16)")
     ap.add_argument("--data", choices=["clustered", "uniform"], default="clustered",
                     help="the FL section's embeddings: a mixture of n / 100 Gaussian clusters (default), or uniformly "
                          "random unit vectors (the worst case for an approximate index)")

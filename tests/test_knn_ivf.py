@@ -14,7 +14,7 @@ from datawinnow.backends.embedder import Embedder
 from datawinnow.data.record import Dataset, Record
 from datawinnow.errors import ConfigError, MissingDependencyError
 from datawinnow.kernels import embedding_kernel, knn, utility_kernel
-from datawinnow.kernels.knn import AUTO_IVF_MIN, IndexPlan, _faiss, default_nlist, plan_index
+from datawinnow.kernels.knn import AUTO_APPROX_MIN, IndexPlan, _faiss, default_nlist, plan_index
 from datawinnow.params import ParamText
 from datawinnow.registry import METHODS
 from datawinnow.runtime.context import Context
@@ -115,37 +115,36 @@ def test_rows_with_too_few_neighbours_in_their_lists_are_searched_exactly(caplog
 
 # ------------------------------------------------------------------------------------------- auto, errors
 def test_auto_is_exact_up_to_the_threshold(monkeypatch):
-    assert AUTO_IVF_MIN == 20_000
+    assert AUTO_APPROX_MIN == 20_000
     assert plan_index("auto", 20_000, 20_000) == IndexPlan("exact")
     assert plan_index("auto", 500, 10**6) == IndexPlan("exact")  # a few queries: the exact search is cheap
     assert plan_index("auto", 10**6, 500) == IndexPlan("exact")
-    assert plan_index("auto", 50_000, 50_000, backend="sklearn") == IndexPlan("exact")
-    if _faiss() is not None:
-        assert plan_index("auto", 20_001, 20_001) == IndexPlan("ivf", nlist=512, nprobe=16)  # 20,001 // 39 lists
-        assert plan_index("auto", 100_000, 100_000, nprobe=8).as_dict() == {"index": "ivf", "nlist": 1265, "nprobe": 8}
+    # above: the numpy k-means lists, n / 100 of them, with or without faiss
+    assert plan_index("auto", 20_001, 20_001) == IndexPlan("lists", nlist=200, nprobe=16)
+    assert plan_index("auto", 100_000, 100_000, nprobe=8).as_dict() == {"index": "lists", "nlist": 1000, "nprobe": 8}
+    assert plan_index("auto", 50_000, 50_000, backend="sklearn") == IndexPlan("lists", nlist=500, nprobe=16)
     monkeypatch.setattr(KNN, "_faiss", lambda: None)
-    assert plan_index("auto", 50_000, 50_000) == IndexPlan("exact")  # no faiss: scikit-learn, exact
+    assert plan_index("auto", 50_000, 50_000) == IndexPlan("lists", nlist=500, nprobe=16)
     with pytest.raises(MissingDependencyError):
         plan_index("ivf", 100, 100)
 
 
-@needs_faiss
-def test_auto_searches_with_ivf_above_the_threshold(monkeypatch):
+def test_auto_searches_with_lists_above_the_threshold(monkeypatch):
     calls = []
-    real = KNN._ivf_blocks
-    monkeypatch.setattr(KNN, "_ivf_blocks", lambda *a, **kw: calls.append(a[4]) or real(*a, **kw))
+    real = KNN.knn_lists.lists_blocks
+    monkeypatch.setattr(KNN.knn_lists, "lists_blocks", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
     base = clustered(400, 8, 8, seed=6)
     small = knn(base, base, 4, index="auto")
     assert calls == []
     np.testing.assert_array_equal(small[0], knn(base, base, 4, index="exact")[0])
-    monkeypatch.setattr(KNN, "AUTO_IVF_MIN", 300)
+    monkeypatch.setattr(KNN, "AUTO_APPROX_MIN", 300)
     knn(base, base, 4, index="auto")
-    assert calls == [IndexPlan("ivf", nlist=10, nprobe=10)]
+    assert calls == [{"nlist": 4, "nprobe": 4, "same": True}]
 
 
 def test_bad_index_options():
     x = uniform(10, 4, seed=7)
-    with pytest.raises(ConfigError, match="knn index must be one of auto, exact, ivf"):
+    with pytest.raises(ConfigError, match="knn index must be one of auto, exact, ivf, lists"):
         knn(x, x, 2, index="hnsw")
     with pytest.raises(ConfigError, match="nprobe must be a positive integer"):
         knn(x, x, 2, index="ivf", nprobe=0)

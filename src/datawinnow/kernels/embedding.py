@@ -3,7 +3,7 @@
 - :func:`embed_records`: unit-normalised embeddings of records from the embedder backend, cached per
   record like scores (resumable, with a progress bar).
 - :func:`neighbours`: each target's ``k`` nearest examples by cosine similarity (exact: faiss or scikit-learn;
-  or approximate: a faiss IVF index, :mod:`.knn`).
+  or approximate: k-means lists or a faiss IVF index, :mod:`.knn`).
 - :func:`embedding_kernel`: the candidate-major kernel ``(cos + 1) / 2``, dense (all pairs; memory-mapped
   above a size threshold) or sparse (each target against its ``k`` nearest examples: CSR float32).
 """
@@ -66,8 +66,8 @@ def neighbours(target_emb: np.ndarray, example_emb: np.ndarray, k: int, *, backe
                index: str = "auto", nprobe: int = NPROBE, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(indices ``[n_targets, k]`` into the examples, cosine similarities), nearest first.
 
-    ``index``: ``exact``, ``ivf`` (approximate, ``nprobe`` lists searched per target) or ``auto`` (exact up
-    to 20,000 points, ivf above when faiss is installed); see :func:`.knn.knn`.
+    ``index``: ``exact``, ``ivf`` or ``lists`` (approximate, ``nprobe`` lists searched per target) or ``auto``
+    (exact up to 20,000 points, lists above); see :func:`.knn.knn`.
     """
     return knn(target_emb, example_emb, k, backend=backend, index=index, nprobe=nprobe, progress=progress)
 

@@ -1,4 +1,5 @@
-"""k-nearest-neighbour search by cosine similarity: exact (faiss or scikit-learn) or approximate (faiss IVF).
+"""k-nearest-neighbour search by cosine similarity: exact (faiss or scikit-learn) or approximate (faiss IVF, or
+numpy k-means lists of a fixed size).
 
 ``index="exact"``: every query against every base point (``n_queries * n_base * d`` multiply-adds, done by
 BLAS): faiss ``IndexFlatIP`` when installed, scikit-learn's brute-force search otherwise. The base is
@@ -21,9 +22,16 @@ base, so every row always has ``k`` neighbours. Memory: the index holds a copy o
 bytes), and each query's probed lists and their scores are kept for the search (``12 nprobe`` bytes a
 query).
 
-``index="auto"``: exact while the queries or the base number at most ``AUTO_IVF_MIN`` (the exact search
-takes seconds there, and a small side makes it cheap whatever the other), ivf above when faiss is
-installed; exact with scikit-learn.
+``index="lists"`` (numpy only, :mod:`.knn_lists`): k-means lists of a fixed size (``nlist = n_base / 100``);
+each query's ``nprobe`` nearest lists are found by one matrix product with the centres and searched list
+by list with matrix products. A query costs ``nprobe * 100`` point comparisons whatever n is, plus
+``nlist`` centre comparisons (a hundredth of the exact search's). Approximate in the same way as ``ivf``.
+
+``index="auto"``: exact while the queries or the base number at most ``AUTO_APPROX_MIN`` (the exact search
+takes seconds there, and a small side makes it cheap whatever the other), ``lists`` above, with or without
+faiss (at n = 100,000 it built the k-NN graph twice as fast as ``ivf`` and its time grew about linearly
+from n = 10,000, against ``n^1.5`` for ``ivf``; its recall@10 on real MiniLM embeddings was 0.996 at
+``nprobe=16``, ``ivf``'s 0.991; see docs/large_pools.md).
 
 Either way the answer is (indices, similarities), best first, ties (to 6 decimals) broken by the smaller
 base index.
@@ -39,14 +47,15 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError
+from . import knn_lists
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "faiss", "sklearn")
-INDEXES = ("auto", "exact", "ivf")
+INDEXES = ("auto", "exact", "ivf", "lists")
 QUERY_BLOCK = 4096  # queries searched at a time
 SKLEARN_WORKING_MIB = 64  # scikit-learn's distance matrix chunks (its default is 1024)
-AUTO_IVF_MIN = 20_000  # index="auto": ivf once both the queries and the base number more than this
+AUTO_APPROX_MIN = 20_000  # index="auto": lists once both the queries and the base number more than this
 NPROBE = 16  # IVF lists searched per query
 LISTS_PER_ROOT = 4  # nlist = 4 sqrt(n_base) ...
 MIN_PER_LIST = 39  # ... with at least 39 base points a list (faiss' k-means wants 39 training points a centroid)
@@ -65,7 +74,7 @@ def _faiss():
 
 @dataclass(frozen=True)
 class IndexPlan:
-    """The search :func:`knn` runs: ``exact``, or ``ivf`` with its number of lists and lists probed."""
+    """The search :func:`knn` runs: ``exact``, or ``ivf``/``lists`` with its number of lists and lists probed."""
 
     kind: str
     nlist: int | None = None
@@ -103,12 +112,12 @@ def plan_index(index: str, n_queries: int, n_base: int, *, backend: str = "auto"
         if _faiss() is None:
             raise MissingDependencyError("faiss-cpu", "knn", "the approximate k-NN search (index=ivf)")
     elif index == "auto":
-        big = min(n_queries, n_base) > AUTO_IVF_MIN
-        index = "ivf" if big and backend != "sklearn" and _faiss() is not None else "exact"
+        index = "lists" if min(n_queries, n_base) > AUTO_APPROX_MIN else "exact"
     if index == "exact":
         return IndexPlan("exact")
-    lists = min(nlist if nlist is not None else default_nlist(n_base), max(1, n_base))
-    return IndexPlan("ivf", nlist=lists, nprobe=min(nprobe, lists))
+    default = default_nlist(n_base) if index == "ivf" else knn_lists.default_nlist(n_base)
+    lists = min(nlist if nlist is not None else default, max(1, n_base))
+    return IndexPlan(index, nlist=lists, nprobe=min(nprobe, lists))
 
 
 def knn(queries: np.ndarray, base: np.ndarray, k: int, *, backend: str = "auto", index: str = "auto",
@@ -118,8 +127,9 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, *, backend: str = "auto",
 
     Both inputs are unit-normalised embeddings (as the embedder returns them); ``k`` is capped at
     ``len(base)``. Ties are broken by the smaller base index. ``index``: ``exact``, ``ivf`` (approximate,
-    ``nprobe`` of ``nlist`` lists searched per query; ``nlist`` None: about ``4 sqrt(len(base))``) or
-    ``auto`` (:func:`plan_index`). Queries go ``block_size`` at a time (with a progress bar when
+    ``nprobe`` of ``nlist`` lists searched per query; ``nlist`` None: about ``4 sqrt(len(base))``), ``lists``
+    (approximate, numpy only; ``nlist`` None: ``len(base) / 100``) or ``auto`` (:func:`plan_index`). A query
+    whose probed lists hold fewer than ``k`` points is searched again exactly. Queries go ``block_size`` at a time (with a progress bar when
     ``progress``).
     """
     if k < 1:
@@ -141,16 +151,30 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, *, backend: str = "auto",
         raise MissingDependencyError("faiss-cpu", "knn", "k-NN search with backend=faiss")
     if plan.kind == "ivf":
         blocks = _ivf_blocks(faiss, queries, base, k, plan, block_size, same)
+    elif plan.kind == "lists":
+        blocks = knn_lists.lists_blocks(queries, base, k, nlist=plan.nlist, nprobe=plan.nprobe, same=same)
     else:
         blocks = _exact_blocks(faiss, queries, base, k, block_size)
 
     from ..runtime.progress import progress_bar
 
-    desc = "k-NN search" if plan.kind == "exact" else f"k-NN search (ivf, {plan.nprobe} of {plan.nlist} lists)"
+    desc = "k-NN search" if plan.kind == "exact" else f"k-NN search ({plan.kind}, {plan.nprobe} of {plan.nlist} lists)"
+    short = []
     with progress_bar(n_q, desc, progress, unit="query") as bar:
         for rows, i, v, done in blocks:
+            missing = (i < 0).any(axis=1)
+            if missing.any():  # faiss pads with -1 (and its lowest float): these rows are searched again below
+                short.append(np.asarray(rows)[missing])
+                v = np.where(i < 0, -np.inf, v)
             idx[rows], sims[rows] = _ordered(i, v)
             bar.update(done)
+    if short:
+        # these queries' probed lists held fewer than k points: searched again exactly, against the whole base
+        rows = np.concatenate(short)
+        log.info("%s: %d of %d queries found fewer than %d neighbours in their %d lists; searched exactly",
+                 plan.kind, len(rows), n_q, k, plan.nprobe)
+        for part, i, v, _ in _exact_blocks(faiss, queries[rows], base, k, block_size):
+            idx[rows[part]], sims[rows[part]] = _ordered(i, v)
     return idx, sims
 
 
@@ -213,21 +237,7 @@ def _ivf_blocks(faiss, queries: np.ndarray, base: np.ndarray, k: int, plan: Inde
     else:
         ivf.add(base)
     order = np.argsort(coarse[:, 0], kind="stable")
-    refill = []
     for s in range(0, len(queries), block_size):
         rows = order[s:s + block_size]
         v, i = ivf.search_preassigned(queries[rows], k, coarse[rows], coarse_sims[rows])
-        short = (i < 0).any(axis=1)
-        if short.any():
-            refill.append(rows[short])
-            v[i < 0] = -np.inf  # faiss' padding (the lowest float) until the exact search below replaces these rows
         yield rows, i, v, len(rows)
-    if refill:
-        # these queries' probed lists held fewer than k points: searched again exactly, against the whole base
-        rows = np.concatenate(refill)
-        log.info("ivf: %d of %d queries found fewer than %d neighbours in their %d lists; searched exactly",
-                 len(rows), len(queries), k, plan.nprobe)
-        for s in range(0, len(rows), block_size):
-            r = rows[s:s + block_size]
-            v, i = faiss.knn(queries[r], base, k, metric=faiss.METRIC_INNER_PRODUCT)
-            yield r, i, v, 0

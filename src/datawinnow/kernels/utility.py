@@ -446,7 +446,7 @@ def utility_kernel(lm, targets: Sequence[Record], examples: Sequence[Record], *,
 
     ``mode="sparse"`` needs ``neighbour_idx`` ``[n_targets, k]``: the examples each target is scored
     against (the rest of its column stays empty). ``neighbours_from``: how an approximate search found
-    them (:meth:`.knn.IndexPlan.as_dict`, e.g. ``{"index": "ivf", "nlist": 1265, "nprobe": 16}``); it joins
+    them (:meth:`.knn.IndexPlan.as_dict`, e.g. ``{"index": "lists", "nlist": 1000, "nprobe": 16}``); it joins
     the cache key (the neighbours themselves are in it too), an exact search's (None, or ``{"index":
     "exact"}``) leaves the key as it was. ``block_size`` examples form one cached block
     (default: as many as hold about ``BLOCK_PAIRS`` pairs, so a killed run loses little work however
