@@ -368,8 +368,8 @@ def stream_through_store(src: Path, cache_dir: Path, *, reread: bool) -> dict:
     def compute(records):
         return [{"chars": len(r.output), "words": len(r.output.split())} for r in records]
 
+    real_read, real_compact = cache.read_rows, cache.ScoreStore.compact
     reads, written = counted_store_reads(cache), []
-    real_compact = cache.ScoreStore.compact
 
     def compact(store, force=False):
         written.append(real_compact(store, force or reread))
@@ -392,15 +392,12 @@ def stream_through_store(src: Path, cache_dir: Path, *, reread: bool) -> dict:
         store = cache.ScoreStore("bench-counts", {}, None, root=cache_dir)
         found, parts = len(store), len(list(store.dir.glob("part-*.jsonl")))
     finally:
-        cache.ScoreStore.compact = real_compact
+        cache.read_rows, cache.ScoreStore.compact = real_read, real_compact
     return {"times": times, "reads": io, "written": sum(written), "found": found, "parts": parts}
 
 
 def store_section(args: argparse.Namespace) -> None:
-    from datawinnow import cache
-
     n = STORE_QUICK if args.quick else STORE_RECORDS
-    real_read = cache.read_rows
     with tempfile.TemporaryDirectory(prefix="dw-bench-store-") as tmp:
         src = Path(tmp) / "pool.jsonl"
         write_pool(src, n, args.seed)
@@ -412,10 +409,7 @@ def store_section(args: argparse.Namespace) -> None:
         got = {}
         for key, name, reread in (("index", "process index, geometric", False),
                                   ("reread", "whole read + rewrite per chunk", True)):
-            try:
-                run = stream_through_store(src, Path(tmp) / key, reread=reread)
-            finally:
-                cache.read_rows = real_read
+            run = stream_through_store(src, Path(tmp) / key, reread=reread)
             times, q = run["times"], max(1, len(run["times"]) // 4)
             first, last = sum(times[:q]) / q, sum(times[-q:]) / q
             got[key] = (sum(times), first, last)

@@ -163,7 +163,7 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, *, backend: str = "auto",
     with progress_bar(n_q, desc, progress, unit="query") as bar:
         for rows, i, v, done in blocks:
             missing = (i < 0).any(axis=1)
-            if missing.any():  # faiss pads with -1 (and its lowest float): these rows are searched again below
+            if missing.any():  # -1: fewer than k found (faiss pads with its lowest float): searched again below
                 short.append(np.asarray(rows)[missing])
                 v = np.where(i < 0, -np.inf, v)
             idx[rows], sims[rows] = _ordered(i, v)

@@ -82,13 +82,20 @@ def _sums(x: np.ndarray, label: np.ndarray, k: int) -> np.ndarray:
     return np.asarray(onehot @ x, dtype=np.float32)
 
 
-def best(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The columns of each row's ``k`` largest values (``k <= width``) and the values, unordered."""
+def _top(sims: np.ndarray, k: int, ids: np.ndarray | None = None) -> np.ndarray:
+    """The columns of each row's ``k`` largest values (``k <= width``), unordered; a value equal to the ``k``-th
+    left out goes to the smaller id (``ids``, the column's by default) as in the exact search."""
     if k >= sims.shape[1]:
-        cols = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
-    else:
-        cols = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    return cols, np.take_along_axis(sims, cols, axis=1)
+        return np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+    cols = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(sims, cols, axis=1)
+    cut = vals.min(axis=1, keepdims=True)
+    tied = np.flatnonzero((sims == cut).sum(axis=1) > (vals == cut).sum(axis=1))
+    if len(tied):  # an equal value left out at the cut (duplicates): these rows ordered in full
+        order = np.argsort(-sims[tied], axis=1, kind="stable") if ids is None else \
+            np.lexsort((ids[tied], -sims[tied]), axis=1)
+        cols[tied] = order[:, :k]
+    return cols
 
 
 def nearest_centres(x: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
@@ -105,10 +112,9 @@ def nearest_centres(x: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
         if k == 1:
             out[s:s + len(sims), 0] = np.argmax(sims, axis=1)
             return
-        cols, vals = best(sims, k)
-        first = np.argmax(vals, axis=1)  # the nearest goes first: it orders the queries and assigns the base
-        rows = np.arange(len(cols))
-        cols = np.array(cols)
+        cols = np.array(_top(sims, k))
+        first = np.argmax(np.take_along_axis(sims, cols, axis=1), axis=1)  # the nearest goes first: it orders
+        rows = np.arange(len(cols))  # the queries and assigns the base
         cols[rows, 0], cols[rows, first] = cols[rows, first], cols[rows, 0]
         out[s:s + len(cols)] = cols
 
@@ -173,36 +179,6 @@ def lists_of(centres: np.ndarray, list_of: np.ndarray) -> Lists:
     return Lists(centres, order.astype(np.int64), starts)
 
 
-def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` largest columns (``k <= width``), unordered, ties at the cut going to the smaller column,
-    and their values."""
-    if k >= sims.shape[1]:
-        cols = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
-        return cols, sims
-    cols = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(sims, cols, axis=1)
-    cut = vals.min(axis=1, keepdims=True)
-    tied = np.flatnonzero((sims == cut).sum(axis=1) > (vals == cut).sum(axis=1))
-    if len(tied):  # an equal value left out at the cut (duplicates): these rows sorted, the smaller column first
-        cols[tied] = np.argsort(-sims[tied], axis=1, kind="stable")[:, :k]
-        vals[tied] = np.take_along_axis(sims[tied], cols[tied], axis=1)
-    return cols, vals
-
-
-def _ranked(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` best entries (``k <= width``), similarity descending then id ascending: (ids, sims)."""
-    if k < sims.shape[1]:
-        cols = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(sims, cols, axis=1)
-        cut = vals.min(axis=1, keepdims=True)
-        tied = np.flatnonzero((sims == cut).sum(axis=1) > (vals == cut).sum(axis=1))
-        if len(tied):  # an equal value left out at the cut: these rows ordered in full, the smaller id first
-            cols[tied] = np.lexsort((ids[tied], -sims[tied]), axis=1)[:, :k]
-        sims, ids = np.take_along_axis(sims, cols, axis=1), np.take_along_axis(ids, cols, axis=1)
-    order = np.lexsort((ids, -sims), axis=1)[:, :k]
-    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(sims, order, axis=1)
-
-
 def _workers() -> int:
     try:
         return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
@@ -213,8 +189,8 @@ def _workers() -> int:
 def iter_search(queries: np.ndarray, base: np.ndarray, lists: Lists, probes: np.ndarray, k: int, *,
                 chunk: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Each query's ``k`` most similar base points among the lists in its row of ``probes``, a chunk of queries
-    at a time: yields (query rows, indices ``[r, k]``, similarities), best first, ties by the smaller index;
-    ``-1`` and ``-inf`` where the probed lists hold fewer than ``k`` points. The lists of a chunk are
+    at a time: yields (query rows, indices ``[r, k]``, similarities), unordered (:func:`~.knn.knn` orders them),
+    ties at the cut to the smaller index; ``-1`` and ``-inf`` where the probed lists hold fewer than ``k`` points. The lists of a chunk are
     searched by one thread per core, each matrix product on one core (numpy releases the GIL)."""
     from threadpoolctl import threadpool_limits
 
@@ -240,16 +216,17 @@ def iter_search(queries: np.ndarray, base: np.ndarray, lists: Lists, probes: np.
                     members = lists.order[lists.starts[j]:lists.starts[j + 1]]
                     q, slot = np.divmod(pairs[a:b], p)
                     sims = queries[rows[q]] @ base[members].T
-                    cols, vals = _top(sims, min(k, len(members)))  # members ascend: ties to the smaller index
+                    cols = _top(sims, min(k, len(members)))  # members ascend: ties to the smaller index
                     got_i[q, slot, :cols.shape[1]] = members[cols]
-                    got_v[q, slot, :cols.shape[1]] = vals
+                    got_v[q, slot, :cols.shape[1]] = np.take_along_axis(sims, cols, axis=1)
 
             if workers == 1:
                 scan(spans)
             else:
                 list(pool.map(scan, [spans[w::workers] for w in range(workers)]))
-            ids, vals = _ranked(got_v.reshape(c, p * k), got_i.reshape(c, p * k), k)
-            yield rows, ids, vals
+            cand_i, cand_v = got_i.reshape(c, p * k), got_v.reshape(c, p * k)
+            cols = _top(cand_v, k, cand_i)
+            yield rows, np.take_along_axis(cand_i, cols, axis=1), np.take_along_axis(cand_v, cols, axis=1)
 
 
 def lists_blocks(queries: np.ndarray, base: np.ndarray, k: int, *, nlist: int, nprobe: int,
